@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/image"
+	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/supervisor"
+	"github.com/firegopher/firegopher/internal/vmconfig"
+	"github.com/firegopher/firegopher/internal/vmm/qemu"
+)
+
+var errInterrupted = errors.New("interrupted")
+
+func newRunCommand(g *globalFlags) *cobra.Command {
+	var f spec.RunFlags
+	var accel string
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARGS...]",
+		Short: "Boot a microVM, run one command in it, and return its exit code",
+		Example: `  firegopher run -- python3 -c 'print("hello from a microVM")'
+  firegopher run --memory 1G --env GREETING=hi -- sh -c 'echo $GREETING'`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.Cmd = args
+			r, err := spec.ParseRun(f)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), g, r, accel)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false) // everything after the command belongs to it
+	fl.IntVar(&f.CPUs, "cpus", 1, "virtual CPUs")
+	fl.StringVar(&f.Memory, "memory", "512M", "guest memory (K, M, G suffixes; bare number = MiB)")
+	fl.StringVar(&f.Image, "image", "default", "root filesystem: a cached image name or an ext4 file")
+	fl.StringVar(&f.Kernel, "kernel", "default", "kernel: a cached name, a vmlinux/bzImage file or a linux-image .deb")
+	fl.StringArrayVarP(&f.Env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
+	fl.StringVarP(&f.WorkDir, "workdir", "w", "", "working directory in the guest")
+	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
+	return cmd
+}
+
+func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string) error {
+	log := g.logger()
+	backend, err := qemu.New(accel)
+	if err != nil {
+		return err
+	}
+	initBin, err := findInit()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+
+	store, err := assets.Open(g.cacheDir())
+	if err != nil {
+		return err
+	}
+	kernelDigest, k, err := resolveKernel(ctx, store, r.Kernel, log)
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	rootfs, err := resolveImage(ctx, store, r.Image, log)
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+
+	id := supervisor.NewID()
+	vm := &supervisor.VM{
+		ID: id, RunDir: g.vmsDir(), Store: store,
+		KernelRef: kernelDigest, Kernel: k, Rootfs: rootfs, InitBinary: initBin,
+		Backend: backend, CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(),
+		Config: vmconfig.Config{
+			Version: vmconfig.Version, Mode: vmconfig.ModeApp, Hostname: id,
+			Root: vmconfig.Disk{Serial: "root", FSType: "ext4"},
+			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir,
+		},
+		Log: log.With("vm", id),
+	}
+	teardown, err := supervisor.DefaultSteps().Run(ctx, vm)
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	exit, err := vm.Attach(ctx, os.Stdout, os.Stderr)
+	if terr := teardown(); terr != nil {
+		log.Warn("teardown", "error", terr)
+	}
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	if exit.Code == 125 && exit.Error != "" {
+		// init itself failed (bad config, missing disk): say so, the workload never ran.
+		return fmt.Errorf("guest init: %s", exit.Error)
+	}
+	return exitCode(exit.Code)
+}
+
+// interrupted maps any error after a Ctrl-C to errInterrupted.
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errInterrupted
+	}
+	return err
+}
+
+func resolveKernel(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (assets.Digest, *assets.Kernel, error) {
+	switch {
+	case ref.Path != "" && strings.HasSuffix(ref.Path, ".deb"):
+		return store.ImportKernelDeb(ctx, ref.Path)
+	case ref.Path != "":
+		return store.ImportKernelFile(ref.Path)
+	case ref.Name == "default":
+		return store.DefaultKernel(ctx, log)
+	}
+	d, err := store.Resolve("kernel/" + ref.Name)
+	if err != nil {
+		return "", nil, fmt.Errorf("--kernel: %s: %w", ref.Name, err)
+	}
+	k, err := store.LoadKernel(d)
+	return d, k, err
+}
+
+func resolveImage(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (string, error) {
+	switch {
+	case ref.Path != "":
+		return ref.Path, nil
+	case ref.Name == "default":
+		_, im, err := store.DefaultImage(ctx, image.DefaultRecipe(), log)
+		if err != nil {
+			return "", err
+		}
+		return store.Path(im.Rootfs), nil
+	}
+	d, err := store.Resolve("image/" + ref.Name)
+	if err != nil {
+		return "", fmt.Errorf("--image: %s: %w", ref.Name, err)
+	}
+	im, err := store.LoadImage(d)
+	if err != nil {
+		return "", err
+	}
+	return store.Path(im.Rootfs), nil
+}
+
+// findInit locates firegopher-init: $FIREGOPHER_INIT, beside this binary, or the
+// install location.
+func findInit() (string, error) {
+	candidates := []string{os.Getenv("FIREGOPHER_INIT")}
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "firegopher-init"))
+	}
+	candidates = append(candidates, "/usr/local/lib/firegopher/firegopher-init")
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", errors.New("firegopher-init not found beside firegopher or in /usr/local/lib/firegopher: build it with `make` (set FIREGOPHER_INIT to point elsewhere)")
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestFramesRoundTripInOrder(t *testing.T) {
+	a, b := net.Pipe()
+	sender, receiver := NewConn(a), NewConn(b)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160 000 bytes: several chunks
+	go func() {
+		sender.Send(KindHello, nil)
+		StreamWriter{sender, KindStdout}.Write(big)
+		StreamWriter{sender, KindStderr}.Write([]byte("oops\n"))
+		sender.SendExit(Exit{Code: 7})
+		a.Close()
+	}()
+	var out, errOut bytes.Buffer
+	var kinds []Kind
+	var exit Exit
+	for {
+		f, err := receiver.Receive()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds = append(kinds, f.Kind)
+		switch f.Kind {
+		case KindStdout:
+			out.Write(f.Payload)
+		case KindStderr:
+			errOut.Write(f.Payload)
+		case KindExit:
+			if exit, err = DecodeExit(f.Payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !bytes.Equal(out.Bytes(), big) {
+		t.Fatalf("stdout: got %d bytes, want %d identical bytes", out.Len(), len(big))
+	}
+	if errOut.String() != "oops\n" || exit.Code != 7 {
+		t.Fatalf("stderr %q exit %+v", errOut.String(), exit)
+	}
+	if kinds[0] != KindHello || kinds[len(kinds)-1] != KindExit {
+		t.Fatalf("frame order %v", kinds)
+	}
+}
+
+func TestReceiveRejectsCorruptLength(t *testing.T) {
+	c := NewConn(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader([]byte{2, 0xff, 0xff, 0xff, 0xff}), io.Discard})
+	_, err := c.Receive()
+	if err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("got %v, want a corrupt-stream error", err)
+	}
+}
+
+func TestReceiveReportsTruncatedFrame(t *testing.T) {
+	c := NewConn(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader([]byte{2, 0, 0, 0, 9, 'a'}), io.Discard})
+	_, err := c.Receive()
+	if err == nil || !strings.Contains(err.Error(), "inside a stdout frame") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestSendRefusesOversizedPayload(t *testing.T) {
+	c := NewConn(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(nil), io.Discard})
+	if err := c.Send(KindStdout, make([]byte, MaxPayload+1)); err == nil {
+		t.Fatal("oversized frame accepted")
+	}
+}

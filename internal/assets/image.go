@@ -1,0 +1,66 @@
+package assets
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/firegopher/firegopher/internal/image"
+)
+
+// Image is a root filesystem manifest.
+type Image struct {
+	Source string        `json:"source"`
+	Rootfs Digest        `json:"rootfs"`
+	Recipe *image.Recipe `json:"recipe,omitempty"`
+}
+
+// LoadImage reads an image manifest.
+func (s *Store) LoadImage(d Digest) (*Image, error) {
+	var im Image
+	if err := s.GetJSON(d, &im); err != nil {
+		return nil, err
+	}
+	return &im, nil
+}
+
+// DefaultImage returns the base image of recipe r, bootstrapping it on first use.
+func (s *Store) DefaultImage(ctx context.Context, r image.Recipe, log *slog.Logger) (Digest, *Image, error) {
+	const ref = "image/default"
+	unlock, err := s.Lock(ref)
+	if err != nil {
+		return "", nil, err
+	}
+	defer unlock()
+	if d, err := s.Resolve(ref); err == nil {
+		im, err := s.LoadImage(d)
+		if err == nil && s.Has(im.Rootfs) {
+			return d, im, nil
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return "", nil, err
+	}
+	log.Info("building the default root filesystem (first run only, about a minute)", "suite", r.Suite, "packages", r.Packages)
+	tmp, err := s.TempDir("image-*")
+	if err != nil {
+		return "", nil, err
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "rootfs.ext4")
+	if err := image.Build(ctx, r, tmp, out, log); err != nil {
+		return "", nil, err
+	}
+	rootfs, err := s.Adopt(out)
+	if err != nil {
+		return "", nil, err
+	}
+	im := &Image{Source: "recipe:" + r.Key(), Rootfs: rootfs, Recipe: &r}
+	d, err := s.PutJSON(im)
+	if err != nil {
+		return "", nil, err
+	}
+	log.Info("default root filesystem ready", "digest", rootfs.Short())
+	return d, im, s.Tag(ref, d)
+}

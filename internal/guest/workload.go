@@ -1,0 +1,246 @@
+//go:build linux
+
+package guest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/firegopher/firegopher/internal/agent"
+)
+
+// DefaultPath is the workload's PATH when neither the image nor the user set one.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ForwardedSignals reach init (from the host's control channel or the console) and are
+// passed on to the workload.
+var ForwardedSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
+
+// Workload is one command and the processes it leaves behind.
+type Workload struct {
+	Argv   []string
+	Env    []string
+	Dir    string
+	Stdout io.Writer
+	Stderr io.Writer
+	// Signals delivers extra signals to forward (from the control channel).
+	Signals <-chan unix.Signal
+	// Grace is how long the workload's leftovers get between SIGTERM and SIGKILL once the
+	// main process has exited.
+	Grace time.Duration
+	// KillRest signals every process except init. In the guest that is kill(-1); a test
+	// narrows it to the workload's process group so the host survives.
+	KillRest func(mainPid int, sig unix.Signal) error
+}
+
+// KillAllButInit is KillRest for PID 1.
+func KillAllButInit(_ int, sig unix.Signal) error { return unix.Kill(-1, sig) }
+
+// Run starts the workload, forwards signals, reaps every child (double-forked daemons
+// reparent to PID 1), and once the main process has exited, terminates the rest and
+// drains the output. It returns how the main process ended.
+func (w *Workload) Run() agent.Exit {
+	env := withDefaultPath(w.Env)
+	path, notRunnable, ok := lookPath(w.Argv[0], env, w.Dir)
+	if !ok {
+		fmt.Fprintf(w.Stderr, "firegopher: %s\n", notRunnable.Error)
+		return notRunnable
+	}
+	// Subscribe before starting so that an instant exit's SIGCHLD is not missed.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, ForwardedSignals...)...)
+	defer signal.Stop(sigs)
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return failed(126, "pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return failed(126, "pipe: %v", err)
+	}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return failed(126, "open %s: %v", os.DevNull, err)
+	}
+	proc, err := os.StartProcess(path, w.Argv, &os.ProcAttr{
+		Dir:   w.Dir,
+		Env:   env,
+		Files: []*os.File{devNull, outW, errW},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	devNull.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		code := 126
+		if errors.Is(err, os.ErrNotExist) {
+			code = 127
+		}
+		e := failed(code, "%s: %v", w.Argv[0], err)
+		fmt.Fprintf(w.Stderr, "firegopher: %s\n", e.Error)
+		return e
+	}
+	var drained sync.WaitGroup
+	drained.Add(2)
+	go func() { defer drained.Done(); io.Copy(w.Stdout, outR); outR.Close() }()
+	go func() { defer drained.Done(); io.Copy(w.Stderr, errR); errR.Close() }()
+
+	exit := w.superviseUntilExit(proc.Pid, sigs)
+	w.terminateRest(proc.Pid, sigs)
+	waitTimeout(&drained, w.Grace)
+	return exit
+}
+
+func (w *Workload) superviseUntilExit(pid int, sigs chan os.Signal) agent.Exit {
+	for {
+		if st, done := reapUntil(pid); done {
+			return exitOf(st)
+		}
+		select {
+		case s := <-sigs:
+			if s != unix.SIGCHLD {
+				_ = unix.Kill(pid, s.(unix.Signal))
+			}
+		case s := <-w.Signals:
+			_ = unix.Kill(pid, s)
+		}
+	}
+}
+
+// reapUntil collects every exited child without blocking and says whether pid was one.
+func reapUntil(pid int) (unix.WaitStatus, bool) {
+	var found unix.WaitStatus
+	done := false
+	for {
+		var st unix.WaitStatus
+		got, err := unix.Wait4(-1, &st, unix.WNOHANG, nil)
+		if err != nil || got <= 0 {
+			return found, done
+		}
+		if got == pid {
+			found, done = st, true
+		}
+	}
+}
+
+// terminateRest ends whatever the workload left running: SIGTERM, Grace to exit, SIGKILL.
+func (w *Workload) terminateRest(mainPid int, sigs chan os.Signal) {
+	if w.KillRest == nil {
+		return
+	}
+	_ = w.KillRest(mainPid, unix.SIGTERM)
+	deadline := time.NewTimer(w.Grace)
+	defer deadline.Stop()
+	for !reapAll() {
+		select {
+		case <-sigs:
+		case <-deadline.C:
+			_ = w.KillRest(mainPid, unix.SIGKILL)
+			for !reapAll() {
+				<-sigs
+			}
+			return
+		}
+	}
+}
+
+// reapAll reaps what has exited and says whether no children remain.
+func reapAll() bool {
+	for {
+		var st unix.WaitStatus
+		got, err := unix.Wait4(-1, &st, unix.WNOHANG, nil)
+		if errors.Is(err, unix.ECHILD) {
+			return true
+		}
+		if err != nil || got == 0 {
+			return false
+		}
+	}
+}
+
+func exitOf(st unix.WaitStatus) agent.Exit {
+	if st.Signaled() {
+		return agent.Exit{Code: 128 + int(st.Signal()), Signal: int(st.Signal())}
+	}
+	return agent.Exit{Code: st.ExitStatus()}
+}
+
+func failed(code int, format string, args ...any) agent.Exit {
+	return agent.Exit{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+func withDefaultPath(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PATH=") {
+			return env
+		}
+	}
+	return append(append([]string(nil), env...), "PATH="+DefaultPath)
+}
+
+// lookPath resolves argv0 the way a shell would, with the workload's own PATH, and maps
+// failures to the shell's exit codes: 127 not found, 126 found but not executable.
+func lookPath(argv0 string, env []string, dir string) (string, agent.Exit, bool) {
+	pathEnv := DefaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	var candidates []string
+	if strings.Contains(argv0, "/") {
+		p := argv0
+		if !filepath.IsAbs(p) && dir != "" {
+			p = filepath.Join(dir, p)
+		}
+		candidates = []string{p}
+	} else {
+		for _, d := range filepath.SplitList(pathEnv) {
+			if d == "" {
+				d = "."
+			}
+			candidates = append(candidates, filepath.Join(d, argv0))
+		}
+	}
+	sawNonExec := ""
+	for _, c := range candidates {
+		fi, err := os.Stat(c)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		if fi.Mode()&0o111 != 0 {
+			return c, agent.Exit{}, true
+		}
+		sawNonExec = c
+	}
+	if sawNonExec != "" {
+		return "", failed(126, "%s: permission denied", sawNonExec), false
+	}
+	return "", failed(127, "%s: command not found", argv0), false
+}

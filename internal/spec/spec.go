@@ -1,0 +1,185 @@
+// Package spec turns what the user typed into validated values. Everything past this
+// package takes these types, never raw strings: a bad size, name or path is reported
+// here, once, naming the flag, before anything is created.
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Size is a number of bytes.
+type Size int64
+
+const (
+	KiB Size = 1 << 10
+	MiB Size = 1 << 20
+	GiB Size = 1 << 30
+)
+
+var sizePattern = regexp.MustCompile(`^([0-9]+)\s*([A-Za-z]*)$`)
+
+// ParseSize reads "512M", "512MiB", "2G", "1GB", "1048576K"; a bare number is MiB, as with
+// every VMM's memory flag. Units are binary (K, M, G, T with optional "i" and "B").
+func ParseSize(field, s string) (Size, error) {
+	m := sizePattern.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Errorf("%s: %q is not a size (examples: 512M, 2G)", field, s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q: %w", field, s, err)
+	}
+	var unit Size
+	u := strings.ToUpper(m[2])
+	if u != "B" {
+		u = strings.TrimSuffix(strings.TrimSuffix(u, "B"), "I")
+	}
+	switch u {
+	case "B":
+		unit = 1
+	case "", "M":
+		unit = MiB
+	case "K":
+		unit = KiB
+	case "G":
+		unit = GiB
+	case "T":
+		unit = 1 << 40
+	default:
+		return 0, fmt.Errorf("%s: %q: unknown unit %q (use K, M, G or T)", field, s, m[2])
+	}
+	if n > int64(1<<62)/int64(unit) {
+		return 0, fmt.Errorf("%s: %q is too large", field, s)
+	}
+	return Size(n) * unit, nil
+}
+
+// MiB returns the size in whole MiB, rounded up.
+func (s Size) MiB() int { return int((s + MiB - 1) / MiB) }
+
+func (s Size) String() string {
+	switch {
+	case s%GiB == 0:
+		return fmt.Sprintf("%dG", s/GiB)
+	case s%MiB == 0:
+		return fmt.Sprintf("%dM", s/MiB)
+	}
+	return fmt.Sprintf("%dB", int64(s))
+}
+
+// AssetRef names a kernel or image: either a name in the cache or a local file.
+type AssetRef struct {
+	Name string // set for cache names ("default")
+	Path string // set for local files (absolute)
+}
+
+func (r AssetRef) String() string {
+	if r.Path != "" {
+		return r.Path
+	}
+	return r.Name
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ParseAssetRef reads NAME or PATH. Anything with a slash or a leading dot is a path and
+// must exist as a regular file.
+func ParseAssetRef(field, s string) (AssetRef, error) {
+	if s == "" {
+		return AssetRef{}, fmt.Errorf("%s: empty", field)
+	}
+	if strings.ContainsRune(s, '/') || strings.HasPrefix(s, ".") {
+		abs, err := filepath.Abs(s)
+		if err != nil {
+			return AssetRef{}, fmt.Errorf("%s: %w", field, err)
+		}
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return AssetRef{}, fmt.Errorf("%s: %s: no such file", field, s)
+		}
+		if !fi.Mode().IsRegular() {
+			return AssetRef{}, fmt.Errorf("%s: %s: not a regular file", field, s)
+		}
+		return AssetRef{Path: abs}, nil
+	}
+	if !namePattern.MatchString(s) {
+		return AssetRef{}, fmt.Errorf("%s: %q is neither a path nor a name (lowercase letters, digits, '.', '_', '-')", field, s)
+	}
+	return AssetRef{Name: s}, nil
+}
+
+// Run is a validated `firegopher run`.
+type Run struct {
+	CPUs    int
+	Memory  Size
+	Kernel  AssetRef
+	Image   AssetRef
+	Env     []string
+	WorkDir string
+	Cmd     []string
+}
+
+// Limits keep requests within what a VM on this kind of host can get.
+const (
+	MaxCPUs   = 64
+	MinMemory = 128 * MiB
+	MaxMemory = 256 * GiB
+)
+
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// RunFlags is the raw input of `firegopher run`.
+type RunFlags struct {
+	CPUs    int
+	Memory  string
+	Kernel  string
+	Image   string
+	Env     []string
+	WorkDir string
+	Cmd     []string
+}
+
+// ParseRun validates every flag and returns the first problem, naming the flag.
+func ParseRun(f RunFlags) (*Run, error) {
+	r := &Run{CPUs: f.CPUs, WorkDir: f.WorkDir}
+	if f.CPUs < 1 || f.CPUs > MaxCPUs {
+		return nil, fmt.Errorf("--cpus: %d, want 1 to %d", f.CPUs, MaxCPUs)
+	}
+	var err error
+	if r.Memory, err = ParseSize("--memory", f.Memory); err != nil {
+		return nil, err
+	}
+	if r.Memory < MinMemory || r.Memory > MaxMemory {
+		return nil, fmt.Errorf("--memory: %s, want %s to %s", r.Memory, MinMemory, MaxMemory)
+	}
+	if r.Kernel, err = ParseAssetRef("--kernel", f.Kernel); err != nil {
+		return nil, err
+	}
+	if r.Image, err = ParseAssetRef("--image", f.Image); err != nil {
+		return nil, err
+	}
+	for _, kv := range f.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || !envKey.MatchString(k) {
+			return nil, fmt.Errorf("--env: %q, want KEY=VALUE with KEY of letters, digits and '_'", kv)
+		}
+		r.Env = append(r.Env, kv)
+	}
+	if f.WorkDir != "" && !strings.HasPrefix(f.WorkDir, "/") {
+		return nil, fmt.Errorf("--workdir: %q is not an absolute path", f.WorkDir)
+	}
+	if len(f.Cmd) == 0 {
+		return nil, errors.New("no command: usage: firegopher run [flags] -- CMD [ARGS...]")
+	}
+	if f.Cmd[0] == "" {
+		return nil, errors.New("command: empty program name")
+	}
+	r.Cmd = f.Cmd
+	return r, nil
+}

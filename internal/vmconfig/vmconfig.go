@@ -1,0 +1,111 @@
+// Package vmconfig is the versioned configuration the host hands to firegopher-init inside
+// the guest's initrd. It is the contract between the two sides: the host writes it, the
+// guest refuses anything it does not understand rather than guessing.
+package vmconfig
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Version is the only config version this build reads and writes.
+const Version = 1
+
+// Path is where the config sits in the guest's initramfs.
+const Path = "/etc/firegopher/config.json"
+
+// ModulesOrderPath lists the kernel modules to load, dependencies first, one initrd path a line.
+const ModulesOrderPath = "/etc/firegopher/modules.order"
+
+// ControlPortName is the virtio-serial port name of the host<->guest control channel. It is
+// fixed, not configured, so that init can report a bad config over the channel.
+const ControlPortName = "org.firegopher.ctl"
+
+// Mode says what init does once the root filesystem is up.
+type Mode string
+
+const (
+	// ModeApp runs one workload under our PID 1 and powers off when it ends.
+	ModeApp Mode = "app"
+	// ModeSystem hands PID 1 over to the image's own init (systemd).
+	ModeSystem Mode = "system"
+)
+
+// Config is everything firegopher-init needs to know about its VM.
+type Config struct {
+	Version  int    `json:"version"`
+	Mode     Mode   `json:"mode"`
+	Hostname string `json:"hostname"`
+	// Root names the root disk by its virtio serial, never by probe order (/dev/vda).
+	Root    Disk     `json:"root"`
+	Cmd     []string `json:"cmd,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	WorkDir string   `json:"workdir,omitempty"`
+}
+
+// Disk identifies a block device and how to mount it.
+type Disk struct {
+	Serial string `json:"serial"`
+	FSType string `json:"fstype"`
+}
+
+// Validate reports the first field that is wrong, by its JSON name.
+func (c *Config) Validate() error {
+	if c.Version != Version {
+		return fmt.Errorf("config: version %d not supported (this init reads version %d)", c.Version, Version)
+	}
+	switch c.Mode {
+	case ModeApp:
+		if len(c.Cmd) == 0 || c.Cmd[0] == "" {
+			return errors.New("config: cmd: empty in app mode")
+		}
+	case ModeSystem:
+	default:
+		return fmt.Errorf("config: mode: %q is neither %q nor %q", c.Mode, ModeApp, ModeSystem)
+	}
+	if c.Root.Serial == "" || len(c.Root.Serial) > 20 {
+		// virtio-blk serials are at most 20 bytes.
+		return fmt.Errorf("config: root.serial: %q must be 1-20 bytes", c.Root.Serial)
+	}
+	if c.Root.FSType == "" {
+		return errors.New("config: root.fstype: empty")
+	}
+	for _, kv := range c.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("config: env: %q is not KEY=VALUE", kv)
+		}
+	}
+	if c.WorkDir != "" && !strings.HasPrefix(c.WorkDir, "/") {
+		return fmt.Errorf("config: workdir: %q is not absolute", c.WorkDir)
+	}
+	return nil
+}
+
+// Parse decodes and validates a config; unknown fields are errors so that a newer host
+// talking to an older init fails loudly instead of silently dropping settings.
+func Parse(data []byte) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("config: trailing data after the JSON object")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal validates and encodes a config.
+func (c *Config) Marshal() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(c, "", "  ")
+}

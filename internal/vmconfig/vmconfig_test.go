@@ -1,0 +1,69 @@
+package vmconfig
+
+import (
+	"strings"
+	"testing"
+)
+
+func valid() Config {
+	return Config{Version: Version, Mode: ModeApp, Hostname: "vm", Root: Disk{Serial: "root", FSType: "ext4"}, Cmd: []string{"true"}}
+}
+
+func TestRoundTrip(t *testing.T) {
+	c := valid()
+	c.Env = []string{"A=1", "B="}
+	c.WorkDir = "/srv"
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.WorkDir != "/srv" || len(got.Env) != 2 || got.Cmd[0] != "true" {
+		t.Fatalf("round trip changed the config: %+v", got)
+	}
+}
+
+func TestParseNamesTheBadField(t *testing.T) {
+	for name, tc := range map[string]struct{ json, want string }{
+		"version":  {`{"version":2,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "version 2"},
+		"mode":     {`{"version":1,"mode":"vm","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "mode"},
+		"cmd":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"}}`, "cmd"},
+		"serial":   {`{"version":1,"mode":"app","root":{"serial":"","fstype":"ext4"},"cmd":["true"]}`, "root.serial"},
+		"fstype":   {`{"version":1,"mode":"app","root":{"serial":"root"},"cmd":["true"]}`, "root.fstype"},
+		"env":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"env":["NOEQUALS"]}`, "env"},
+		"workdir":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"workdir":"rel"}`, "workdir"},
+		"unknown":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"surprise":1}`, "surprise"},
+		"trailing": {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]} {}`, "trailing"},
+		"garbage":  {`not json`, "config"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.json))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	b, _ := func() ([]byte, error) { c := valid(); return c.Marshal() }()
+	f.Add(b)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		// Whatever parses must be valid and survive a round trip.
+		again, err := c.Marshal()
+		if err != nil {
+			t.Fatalf("parsed config does not marshal: %v", err)
+		}
+		if _, err := Parse(again); err != nil {
+			t.Fatalf("marshalled config does not parse: %v", err)
+		}
+	})
+}
