@@ -15,6 +15,17 @@ type Image struct {
 	Source string        `json:"source"`
 	Rootfs Digest        `json:"rootfs"`
 	Recipe *image.Recipe `json:"recipe,omitempty"`
+	// Config holds a container image's run defaults; `firegopher run` flags override them.
+	Config *ImageConfig `json:"config,omitempty"`
+}
+
+// ImageConfig is the part of an OCI image config that says how to run it.
+type ImageConfig struct {
+	Env        []string `json:"env,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
 }
 
 // LoadImage reads an image manifest.

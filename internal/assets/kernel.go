@@ -18,9 +18,12 @@ const DefaultKernelPackage = "linux-image-cloud-amd64"
 
 // Kernel is a kernel manifest: the ELF the VMM boots and the modules the guest loads.
 type Kernel struct {
-	Source  string   `json:"source"`
-	Version string   `json:"version,omitempty"`
-	Vmlinux Digest   `json:"vmlinux"`
+	Source  string `json:"source"`
+	Version string `json:"version,omitempty"`
+	Vmlinux Digest `json:"vmlinux"`
+	// Initrd is the kernel image's own initramfs (the seed's /boot/initrd), for system VMs
+	// that boot through it; app VMs use firegopher's initrd instead.
+	Initrd  Digest   `json:"initrd,omitempty"`
 	Modules []Module `json:"modules,omitempty"` // in load order, dependencies first
 }
 
