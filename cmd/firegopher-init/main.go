@@ -1,7 +1,8 @@
 // firegopher-init is the guest's PID 1. main reads top to bottom as the boot it performs:
 // early mounts, modules, control channel, config, root disk, switch root, system mounts,
-// workload, report, power off. PID 1 must never exit or panic (the kernel would panic with
-// it): every failure is reported to the host and ends in a clean power-off.
+// per-VM files, network, then the workload (app mode) or the image's own init (system
+// mode). PID 1 must never exit or panic (the kernel would panic with it): every failure is
+// reported to the host and ends in a clean power-off.
 package main
 
 import (
@@ -10,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,16 +37,16 @@ var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "fireg
 func main() {
 	b := &boot{}
 	defer b.recoverPanic()
+	start := time.Now()
 
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
-	n, err := guest.LoadModules("/", vmconfig.ModulesOrderPath)
+	_, err := guest.LoadModules("/", vmconfig.ModulesOrderPath)
 	b.must("load kernel modules", err)
-	log.Debug("modules loaded", "count", n)
-
 	b.must("open control channel", b.openControl())
 	cfg, err := readConfig()
 	b.must("read config", err)
+	b.cfg = cfg
 
 	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
 	rootDev, err := guest.SystemDevices().DiskBySerial(ctx, cfg.Root.Serial)
@@ -54,23 +57,39 @@ func main() {
 	b.must("switch root", guest.SwitchRoot(newRoot))
 	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
 	b.must("link /dev entries", guest.LinkDev("/dev"))
+	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
+
+	b.must("bring loopback up", guest.LoopbackUp())
+	if cfg.Network != nil {
+		b.must("configure network", guest.ConfigureInterface(cfg.Network))
+		b.must("write /etc/resolv.conf", guest.WriteResolvConf("/", cfg.Network.DNS))
+	}
 	if cfg.Hostname != "" {
 		b.must("set hostname", unix.Sethostname([]byte(cfg.Hostname)))
+		b.must("write /etc/hostname", os.WriteFile("/etc/hostname", []byte(cfg.Hostname+"\n"), 0o644))
 	}
+	b.must("write /etc/hosts", guest.WriteHosts("/", cfg.Hostname, cfg.Network))
 
-	switch cfg.Mode {
-	case vmconfig.ModeSystem:
+	if cfg.Mode == vmconfig.ModeSystem {
+		// The image's init takes PID 1 over; the control channel closes with our process.
 		b.must("exec /sbin/init", unix.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ()))
-	case vmconfig.ModeApp:
-		b.finish(b.runWorkload(cfg))
 	}
+	b.must("set rlimits", guest.SetRlimits(cfg.Rlimits))
+	w, err := b.workload(cfg, agent.MainStream, cfg.Cmd, cfg.Env, cfg.WorkDir, cfg.User)
+	b.must("prepare workload", err)
+	w.KillRest, w.WaitAllGone, w.Signals = guest.KillAllButInit, true, b.signalsFor(agent.MainStream)
+	log.Debug("starting workload", "after", time.Since(start))
+	b.finish(w.Run())
 }
 
-// boot carries what the failure path needs: the control channel once it is open.
+// boot carries what the failure path and the control channel need.
 type boot struct {
 	ctl     *agent.Conn
 	acked   chan struct{}
-	signals chan unix.Signal
+	reaper  *guest.Reaper
+	cfg     *vmconfig.Config
+	mu      sync.Mutex // guards signals: readHost adds streams while execs run
+	signals map[uint32]chan unix.Signal
 }
 
 func (b *boot) openControl() error {
@@ -86,12 +105,41 @@ func (b *boot) openControl() error {
 	}
 	b.ctl = agent.NewConn(port)
 	b.acked = make(chan struct{})
-	b.signals = make(chan unix.Signal, 8)
+	b.reaper = guest.NewReaper()
+	b.signals = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
+	go b.forwardInitSignals()
 	go b.readHost()
-	return b.ctl.Send(agent.KindHello, nil)
+	return b.ctl.Send(agent.KindHello, agent.MainStream, nil)
 }
 
-// readHost handles what the host sends: signals for the workload, and the ack of our exit.
+func (b *boot) signalsFor(stream uint32) chan unix.Signal {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.signals[stream]
+}
+
+func (b *boot) newStream(stream uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.signals[stream] = make(chan unix.Signal, 8)
+}
+
+func (b *boot) endStream(stream uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.signals, stream)
+}
+
+// forwardInitSignals passes signals sent to init (e.g. from the console) to the workload.
+func (b *boot) forwardInitSignals() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, guest.ForwardedSignals...)
+	for s := range ch {
+		b.signalsFor(agent.MainStream) <- s.(unix.Signal)
+	}
+}
+
+// readHost handles what the host sends: signals, execs, and the ack of our exit.
 func (b *boot) readHost() {
 	for {
 		f, err := b.ctl.Receive()
@@ -100,14 +148,45 @@ func (b *boot) readHost() {
 		}
 		switch f.Kind {
 		case agent.KindAck:
-			close(b.acked)
-			return
-		case agent.KindSignal:
-			if len(f.Payload) == 1 {
-				b.signals <- unix.Signal(f.Payload[0])
+			if f.Stream == agent.MainStream {
+				close(b.acked)
 			}
+		case agent.KindSignal:
+			if ch := b.signalsFor(f.Stream); ch != nil && len(f.Payload) == 1 {
+				select {
+				case ch <- unix.Signal(f.Payload[0]):
+				default: // the process is not reading signals any more: it is gone
+				}
+			}
+		case agent.KindExec:
+			var e agent.Exec
+			if err := f.Decode(&e); err != nil || len(e.Argv) == 0 || b.cfg == nil {
+				b.ctl.SendJSON(agent.KindExit, f.Stream, agent.Exit{Code: 125, Error: fmt.Sprintf("bad exec request: %v", err)})
+				continue
+			}
+			b.newStream(f.Stream)
+			go b.exec(f.Stream, e)
 		}
 	}
+}
+
+// exec runs an extra command beside the workload on its own stream.
+func (b *boot) exec(stream uint32, e agent.Exec) {
+	env := append(append([]string(nil), b.cfg.Env...), e.Env...)
+	user := e.User
+	if user == "" {
+		user = b.cfg.User
+	}
+	w, err := b.workload(b.cfg, stream, e.Argv, env, e.WorkDir, user)
+	var exit agent.Exit
+	if err != nil {
+		exit = agent.Exit{Code: 125, Error: err.Error()}
+	} else {
+		w.KillRest, w.Signals = guest.KillGroup, b.signalsFor(stream)
+		exit = w.Run()
+	}
+	b.endStream(stream)
+	b.ctl.SendJSON(agent.KindExit, stream, exit)
 }
 
 func readConfig() (*vmconfig.Config, error) {
@@ -118,21 +197,47 @@ func readConfig() (*vmconfig.Config, error) {
 	return vmconfig.Parse(data)
 }
 
-func (b *boot) runWorkload(cfg *vmconfig.Config) agent.Exit {
+// workload prepares a command with its user, environment and working directory.
+func (b *boot) workload(cfg *vmconfig.Config, stream uint32, argv, env []string, dir, user string) (*guest.Workload, error) {
 	w := &guest.Workload{
-		Argv:     cfg.Cmd,
-		Env:      cfg.Env,
-		Dir:      cfg.WorkDir,
-		Stdout:   agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStdout},
-		Stderr:   agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStderr},
-		Signals:  b.signals,
-		Grace:    grace,
-		KillRest: guest.KillAllButInit,
+		Argv:   argv,
+		Env:    env,
+		Dir:    dir,
+		Stdout: agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStdout, Stream: stream},
+		Stderr: agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStderr, Stream: stream},
+		Reaper: b.reaper,
+		Grace:  grace,
 	}
+	home := "/root"
+	if user != "" {
+		u, err := guest.LookupUser("/", user)
+		if err != nil {
+			return nil, err
+		}
+		w.Cred, home = &u.Cred, u.Home
+		// The workload must not regain what it dropped (setuid binaries, file caps).
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("no_new_privs: %w", err)
+		}
+		if u.Name != "" {
+			w.Env = withDefault(w.Env, "USER", u.Name)
+		}
+	}
+	w.Env = withDefault(w.Env, "HOME", home)
+	w.Env = withDefault(w.Env, "HOSTNAME", cfg.Hostname)
 	if w.Dir == "" {
 		w.Dir = "/"
 	}
-	return w.Run()
+	return w, nil
+}
+
+func withDefault(env []string, key, value string) []string {
+	for _, kv := range env {
+		if len(kv) > len(key) && kv[:len(key)+1] == key+"=" {
+			return env
+		}
+	}
+	return append(env, key+"="+value)
 }
 
 // finish reports the exit status, waits (bounded) until the host has it, and powers off.
@@ -141,7 +246,7 @@ func (b *boot) finish(e agent.Exit) {
 		log.Error("workload failed", "code", e.Code, "error", e.Error)
 	}
 	if b.ctl != nil {
-		if err := b.ctl.SendExit(e); err != nil {
+		if err := b.ctl.SendJSON(agent.KindExit, agent.MainStream, e); err != nil {
 			log.Error("report exit status", "error", err)
 		} else {
 			select {

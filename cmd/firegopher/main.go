@@ -57,7 +57,9 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", defaultStateDir(), "state and cache directory (env FIREGOPHER_STATE_DIR)")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log every step")
-	root.AddCommand(newRunCommand(g), newPrepareCommand(g))
+	root.AddCommand(newRunCommand(g), newPrepareCommand(g), newSuperviseCommand(g),
+		newPsCommand(g), newLogsCommand(g), newStopCommand(g), newKillCommand(g),
+		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newGCCommand(g))
 	return root
 }
 

@@ -26,18 +26,20 @@ var errInterrupted = errors.New("interrupted")
 func newRunCommand(g *globalFlags) *cobra.Command {
 	var f spec.RunFlags
 	var accel string
+	var detach bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
 		Example: `  firegopher run -- python3 -c 'print("hello from a microVM")'
-  firegopher run --memory 1G --env GREETING=hi -- sh -c 'echo $GREETING'`,
+  firegopher run --memory 1G --env GREETING=hi -- sh -c 'echo $GREETING'
+  firegopher run -d --name web -- python3 -m http.server`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.Cmd = args
 			r, err := spec.ParseRun(f)
 			if err != nil {
 				return err
 			}
-			return run(cmd.Context(), g, r, accel)
+			return run(cmd.Context(), g, r, accel, detach)
 		},
 	}
 	fl := cmd.Flags()
@@ -48,14 +50,16 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringVar(&f.Kernel, "kernel", "default", "kernel: a cached name, a vmlinux/bzImage file or a linux-image .deb")
 	fl.StringArrayVarP(&f.Env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringVarP(&f.WorkDir, "workdir", "w", "", "working directory in the guest")
+	fl.StringVarP(&f.User, "user", "u", "", "run as NAME|UID[:GROUP|GID] from the image's /etc/passwd")
+	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
+	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
 	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
 	return cmd
 }
 
-func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string) error {
+func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool) error {
 	log := g.logger()
-	backend, err := qemu.New(accel)
-	if err != nil {
+	if _, err := qemu.New(accel); err != nil {
 		return err
 	}
 	initBin, err := findInit()
@@ -69,7 +73,7 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string) error {
 	if err != nil {
 		return err
 	}
-	kernelDigest, k, err := resolveKernel(ctx, store, r.Kernel, log)
+	kernelDigest, _, err := resolveKernel(ctx, store, r.Kernel, log)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -77,27 +81,41 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string) error {
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-
-	id := supervisor.NewID()
-	vm := &supervisor.VM{
-		ID: id, RunDir: g.vmsDir(), Store: store,
-		KernelRef: kernelDigest, Kernel: k, Rootfs: rootfs, InitBinary: initBin,
-		Backend: backend, CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(),
-		Config: vmconfig.Config{
-			Version: vmconfig.Version, Mode: vmconfig.ModeApp, Hostname: id,
-			Root: vmconfig.Disk{Serial: "root", FSType: "ext4"},
-			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir,
-		},
-		Log: log.With("vm", id),
-	}
-	teardown, err := supervisor.DefaultSteps().Run(ctx, vm)
+	st, err := g.state()
 	if err != nil {
-		return interrupted(ctx, err)
+		return err
 	}
-	exit, err := vm.Attach(ctx, os.Stdout, os.Stderr)
-	if terr := teardown(); terr != nil {
-		log.Warn("teardown", "error", terr)
+	id := supervisor.NewID()
+	hostname := r.Name
+	if hostname == "" {
+		hostname = id
 	}
+	launch := supervisor.Launch{
+		CacheDir: g.cacheDir(), KernelRef: kernelDigest, Rootfs: rootfs, InitBinary: initBin,
+		Accel: accel, CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(),
+		Config: vmconfig.Config{
+			Version: vmconfig.Version, Mode: vmconfig.ModeApp, Hostname: hostname,
+			Root: vmconfig.Disk{Serial: supervisor.RootSerial, FSType: "ext4"},
+			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir, User: r.User,
+			Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: 65536, Hard: 65536}},
+		},
+	}
+	rec, err := newRecord(g, id, r, launch, detach)
+	if err != nil {
+		return err
+	}
+	if err := st.Create(rec); err != nil {
+		return err
+	}
+	if detach {
+		return startDetached(ctx, g, rec)
+	}
+	vm, err := supervisor.NewVM(id, rec.Dir, launch, log)
+	if err != nil {
+		st.Delete(id)
+		return err
+	}
+	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Stdout: os.Stdout, Stderr: os.Stderr, AutoRemove: true})
 	if err != nil {
 		return interrupted(ctx, err)
 	}

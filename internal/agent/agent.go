@@ -3,7 +3,9 @@
 // the workload's stdout, stderr and its exit status travel on one channel without any
 // parsing of console text.
 //
-// A frame is: kind (1 byte) | payload length (4 bytes, big endian) | payload.
+// A frame is: kind (1 byte) | stream (4 bytes) | payload length (4 bytes) | payload,
+// integers big endian. Stream 0 is the VM's main workload; each `exec` gets its own stream
+// so that several commands' output and exit statuses can share the channel.
 package agent
 
 import (
@@ -29,9 +31,40 @@ const (
 	KindExit Kind = 4
 	// KindAck is the host's answer to KindExit: the guest may power off, nothing is lost.
 	KindAck Kind = 5
-	// KindSignal (host → guest) asks init to deliver a signal (payload: one byte, the number).
+	// KindSignal (host → guest) asks init to deliver a signal (payload: one byte, the
+	// number) to the stream's process.
 	KindSignal Kind = 6
+	// KindExec (host → guest) starts a command on a new stream (payload: an Exec as JSON).
+	KindExec Kind = 7
+	// KindAttach (client → supervisor) subscribes to the main stream's output and exit;
+	// the supervisor answers with KindAttached (payload: Attached as JSON).
+	KindAttach   Kind = 8
+	KindAttached Kind = 9
+	// KindStop (client → supervisor) asks for a graceful stop (payload: Stop as JSON).
+	KindStop Kind = 10
 )
+
+// Attached tells an attaching client how much of the output log predates its
+// subscription, so that `logs -f` prints every byte exactly once.
+type Attached struct {
+	LogOffset int64 `json:"log_offset"`
+}
+
+// Stop is a graceful stop: SIGTERM to the workload, then the VM is killed after Timeout.
+type Stop struct {
+	TimeoutSeconds int `json:"timeout_seconds"`
+}
+
+// MainStream carries the VM's main workload.
+const MainStream uint32 = 0
+
+// Exec asks init to run an extra command in the running VM.
+type Exec struct {
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env,omitempty"`
+	WorkDir string   `json:"workdir,omitempty"`
+	User    string   `json:"user,omitempty"`
+}
 
 func (k Kind) String() string {
 	switch k {
@@ -47,6 +80,14 @@ func (k Kind) String() string {
 		return "ack"
 	case KindSignal:
 		return "signal"
+	case KindExec:
+		return "exec"
+	case KindAttach:
+		return "attach"
+	case KindAttached:
+		return "attached"
+	case KindStop:
+		return "stop"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -68,8 +109,11 @@ type Exit struct {
 // Frame is one decoded message.
 type Frame struct {
 	Kind    Kind
+	Stream  uint32
 	Payload []byte
 }
+
+const headerSize = 9
 
 // Conn frames a byte stream. Writes are safe from several goroutines; reads are not.
 type Conn struct {
@@ -83,70 +127,72 @@ func NewConn(rw io.ReadWriter) *Conn {
 	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), w: rw}
 }
 
-// Send writes one frame.
-func (c *Conn) Send(kind Kind, payload []byte) error {
+// Send writes one frame on stream.
+func (c *Conn) Send(kind Kind, stream uint32, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return fmt.Errorf("agent: %s frame of %d bytes exceeds %d", kind, len(payload), MaxPayload)
 	}
-	buf := make([]byte, 5+len(payload))
+	buf := make([]byte, headerSize+len(payload))
 	buf[0] = byte(kind)
-	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
-	copy(buf[5:], payload)
+	binary.BigEndian.PutUint32(buf[1:5], stream)
+	binary.BigEndian.PutUint32(buf[5:9], uint32(len(payload)))
+	copy(buf[headerSize:], payload)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, err := c.w.Write(buf)
 	return err
 }
 
-// SendExit writes the exit frame.
-func (c *Conn) SendExit(e Exit) error {
-	b, err := json.Marshal(e)
+// SendJSON writes a frame whose payload is v as JSON.
+func (c *Conn) SendJSON(kind Kind, stream uint32, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return c.Send(KindExit, b)
+	return c.Send(kind, stream, b)
 }
 
 // Receive reads the next frame. io.EOF means the peer closed the stream between frames.
 func (c *Conn) Receive() (Frame, error) {
-	var hdr [5]byte
+	var hdr [headerSize]byte
 	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return Frame{}, fmt.Errorf("agent: stream ended inside a frame header")
 		}
 		return Frame{}, err
 	}
-	n := binary.BigEndian.Uint32(hdr[1:])
+	n := binary.BigEndian.Uint32(hdr[5:])
 	if n > MaxPayload {
 		return Frame{}, fmt.Errorf("agent: frame length %d exceeds %d: stream corrupt", n, MaxPayload)
 	}
-	f := Frame{Kind: Kind(hdr[0]), Payload: make([]byte, n)}
+	f := Frame{Kind: Kind(hdr[0]), Stream: binary.BigEndian.Uint32(hdr[1:5]), Payload: make([]byte, n)}
 	if _, err := io.ReadFull(c.r, f.Payload); err != nil {
 		return Frame{}, fmt.Errorf("agent: stream ended inside a %s frame: %w", f.Kind, err)
 	}
 	return f, nil
 }
 
-// DecodeExit reads an exit frame's payload.
-func DecodeExit(payload []byte) (Exit, error) {
-	var e Exit
-	if err := json.Unmarshal(payload, &e); err != nil {
-		return Exit{}, fmt.Errorf("agent: exit frame: %w", err)
+// Decode reads a JSON payload (exit, exec) into v.
+func (f Frame) Decode(v any) error {
+	if err := json.Unmarshal(f.Payload, v); err != nil {
+		return fmt.Errorf("agent: %s frame: %w", f.Kind, err)
 	}
-	return e, nil
+	return nil
 }
 
-// StreamWriter turns writes into frames of one kind, so an io.Copy can feed the channel.
+// StreamWriter turns writes into frames of one kind on one stream, so an io.Copy can
+// feed the channel.
 type StreamWriter struct {
-	Conn *Conn
-	Kind Kind
+	Conn   *Conn
+	Kind   Kind
+	Stream uint32
 }
 
 func (s StreamWriter) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), ChunkSize)
-		if err := s.Conn.Send(s.Kind, p[:n]); err != nil {
+		if err := s.Conn.Send(s.Kind, s.Stream, p[:n]); err != nil {
 			return written, err
 		}
 		written += n

@@ -14,10 +14,10 @@ func TestFramesRoundTripInOrder(t *testing.T) {
 	sender, receiver := NewConn(a), NewConn(b)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160 000 bytes: several chunks
 	go func() {
-		sender.Send(KindHello, nil)
-		StreamWriter{sender, KindStdout}.Write(big)
-		StreamWriter{sender, KindStderr}.Write([]byte("oops\n"))
-		sender.SendExit(Exit{Code: 7})
+		sender.Send(KindHello, MainStream, nil)
+		StreamWriter{sender, KindStdout, MainStream}.Write(big)
+		StreamWriter{sender, KindStderr, 3}.Write([]byte("oops\n"))
+		sender.SendJSON(KindExit, MainStream, Exit{Code: 7})
 		a.Close()
 	}()
 	var out, errOut bytes.Buffer
@@ -36,9 +36,12 @@ func TestFramesRoundTripInOrder(t *testing.T) {
 		case KindStdout:
 			out.Write(f.Payload)
 		case KindStderr:
+			if f.Stream != 3 {
+				t.Fatalf("stderr on stream %d, sent on 3", f.Stream)
+			}
 			errOut.Write(f.Payload)
 		case KindExit:
-			if exit, err = DecodeExit(f.Payload); err != nil {
+			if err = f.Decode(&exit); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -58,7 +61,7 @@ func TestReceiveRejectsCorruptLength(t *testing.T) {
 	c := NewConn(struct {
 		io.Reader
 		io.Writer
-	}{bytes.NewReader([]byte{2, 0xff, 0xff, 0xff, 0xff}), io.Discard})
+	}{bytes.NewReader([]byte{2, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}), io.Discard})
 	_, err := c.Receive()
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("got %v, want a corrupt-stream error", err)
@@ -69,7 +72,7 @@ func TestReceiveReportsTruncatedFrame(t *testing.T) {
 	c := NewConn(struct {
 		io.Reader
 		io.Writer
-	}{bytes.NewReader([]byte{2, 0, 0, 0, 9, 'a'}), io.Discard})
+	}{bytes.NewReader([]byte{2, 0, 0, 0, 0, 0, 0, 0, 9, 'a'}), io.Discard})
 	_, err := c.Receive()
 	if err == nil || !strings.Contains(err.Error(), "inside a stdout frame") {
 		t.Fatalf("got %v", err)
@@ -81,7 +84,7 @@ func TestSendRefusesOversizedPayload(t *testing.T) {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(nil), io.Discard})
-	if err := c.Send(KindStdout, make([]byte, MaxPayload+1)); err == nil {
+	if err := c.Send(KindStdout, MainStream, make([]byte, MaxPayload+1)); err == nil {
 		t.Fatal("oversized frame accepted")
 	}
 }

@@ -3,11 +3,9 @@
 package guest
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,24 +29,31 @@ type Workload struct {
 	Argv   []string
 	Env    []string
 	Dir    string
+	Cred   *syscall.Credential // nil: run as init's user (root)
 	Stdout io.Writer
 	Stderr io.Writer
-	// Signals delivers extra signals to forward (from the control channel).
+	Reaper *Reaper
+	// Signals delivers signals to forward to the workload's main process.
 	Signals <-chan unix.Signal
-	// Grace is how long the workload's leftovers get between SIGTERM and SIGKILL once the
-	// main process has exited.
+	// Grace is how long leftovers get between SIGTERM and SIGKILL once the main process
+	// has exited.
 	Grace time.Duration
-	// KillRest signals every process except init. In the guest that is kill(-1); a test
-	// narrows it to the workload's process group so the host survives.
+	// KillRest signals what the workload leaves behind when its main process exits: every
+	// process but init for the VM's main workload (kill(-1)), the process group for an exec.
 	KillRest func(mainPid int, sig unix.Signal) error
+	// WaitAllGone makes Run wait, after KillRest, until init has no children at all: right
+	// for the main workload (the VM powers off next), wrong for an exec beside it.
+	WaitAllGone bool
 }
 
-// KillAllButInit is KillRest for PID 1.
+// KillAllButInit is KillRest for the VM's main workload.
 func KillAllButInit(_ int, sig unix.Signal) error { return unix.Kill(-1, sig) }
 
-// Run starts the workload, forwards signals, reaps every child (double-forked daemons
-// reparent to PID 1), and once the main process has exited, terminates the rest and
-// drains the output. It returns how the main process ended.
+// KillGroup is KillRest for an exec: its own process group only.
+func KillGroup(pid int, sig unix.Signal) error { return unix.Kill(-pid, sig) }
+
+// Run starts the workload, forwards signals, and once the main process has exited,
+// terminates the rest and drains the output. It returns how the main process ended.
 func (w *Workload) Run() agent.Exit {
 	env := withDefaultPath(w.Env)
 	path, notRunnable, ok := lookPath(w.Argv[0], env, w.Dir)
@@ -56,11 +61,6 @@ func (w *Workload) Run() agent.Exit {
 		fmt.Fprintf(w.Stderr, "firegopher: %s\n", notRunnable.Error)
 		return notRunnable
 	}
-	// Subscribe before starting so that an instant exit's SIGCHLD is not missed.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, ForwardedSignals...)...)
-	defer signal.Stop(sigs)
-
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return failed(126, "pipe: %v", err)
@@ -75,11 +75,12 @@ func (w *Workload) Run() agent.Exit {
 	if err != nil {
 		return failed(126, "open %s: %v", os.DevNull, err)
 	}
-	proc, err := os.StartProcess(path, w.Argv, &os.ProcAttr{
+	pid, status, err := w.Reaper.Start(path, w.Argv, &os.ProcAttr{
 		Dir:   w.Dir,
 		Env:   env,
 		Files: []*os.File{devNull, outW, errW},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
+		// A session of its own: its process group is what an exec's cleanup kills.
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: w.Cred},
 	})
 	devNull.Close()
 	outW.Close()
@@ -88,7 +89,7 @@ func (w *Workload) Run() agent.Exit {
 		outR.Close()
 		errR.Close()
 		code := 126
-		if errors.Is(err, os.ErrNotExist) {
+		if os.IsNotExist(err) {
 			code = 127
 		}
 		e := failed(code, "%s: %v", w.Argv[0], err)
@@ -100,76 +101,37 @@ func (w *Workload) Run() agent.Exit {
 	go func() { defer drained.Done(); io.Copy(w.Stdout, outR); outR.Close() }()
 	go func() { defer drained.Done(); io.Copy(w.Stderr, errR); errR.Close() }()
 
-	exit := w.superviseUntilExit(proc.Pid, sigs)
-	w.terminateRest(proc.Pid, sigs)
-	waitTimeout(&drained, w.Grace)
-	return exit
-}
-
-func (w *Workload) superviseUntilExit(pid int, sigs chan os.Signal) agent.Exit {
-	for {
-		if st, done := reapUntil(pid); done {
-			return exitOf(st)
-		}
+	var exit agent.Exit
+	for done := false; !done; {
 		select {
-		case s := <-sigs:
-			if s != unix.SIGCHLD {
-				_ = unix.Kill(pid, s.(unix.Signal))
-			}
+		case st := <-status:
+			exit, done = exitOf(st), true
 		case s := <-w.Signals:
 			_ = unix.Kill(pid, s)
 		}
 	}
-}
-
-// reapUntil collects every exited child without blocking and says whether pid was one.
-func reapUntil(pid int) (unix.WaitStatus, bool) {
-	var found unix.WaitStatus
-	done := false
-	for {
-		var st unix.WaitStatus
-		got, err := unix.Wait4(-1, &st, unix.WNOHANG, nil)
-		if err != nil || got <= 0 {
-			return found, done
-		}
-		if got == pid {
-			found, done = st, true
-		}
-	}
+	w.terminateRest(pid)
+	waitTimeout(&drained, w.Grace)
+	return exit
 }
 
 // terminateRest ends whatever the workload left running: SIGTERM, Grace to exit, SIGKILL.
-func (w *Workload) terminateRest(mainPid int, sigs chan os.Signal) {
+func (w *Workload) terminateRest(mainPid int) {
 	if w.KillRest == nil {
 		return
 	}
 	_ = w.KillRest(mainPid, unix.SIGTERM)
+	if !w.WaitAllGone {
+		_ = w.KillRest(mainPid, unix.SIGKILL)
+		return
+	}
 	deadline := time.NewTimer(w.Grace)
 	defer deadline.Stop()
-	for !reapAll() {
-		select {
-		case <-sigs:
-		case <-deadline.C:
-			_ = w.KillRest(mainPid, unix.SIGKILL)
-			for !reapAll() {
-				<-sigs
-			}
-			return
-		}
-	}
-}
-
-// reapAll reaps what has exited and says whether no children remain.
-func reapAll() bool {
-	for {
-		var st unix.WaitStatus
-		got, err := unix.Wait4(-1, &st, unix.WNOHANG, nil)
-		if errors.Is(err, unix.ECHILD) {
-			return true
-		}
-		if err != nil || got == 0 {
-			return false
-		}
+	select {
+	case <-w.Reaper.NoChildren():
+	case <-deadline.C:
+		_ = w.KillRest(mainPid, unix.SIGKILL)
+		<-w.Reaper.NoChildren()
 	}
 }
 

@@ -33,11 +33,14 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+var reaper *Reaper
+
 func init() {
 	// Orphans of the workloads under test reparent to this process, as they would to PID 1.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		panic(err)
 	}
+	reaper = NewReaper()
 }
 
 func run(t *testing.T, argv ...string) (code int, signal int, stdout, stderr string) {
@@ -45,8 +48,8 @@ func run(t *testing.T, argv ...string) (code int, signal int, stdout, stderr str
 	var out, errOut lockedBuffer
 	w := &Workload{
 		Argv: argv, Env: []string{"HOME=/"}, Dir: t.TempDir(),
-		Stdout: &out, Stderr: &errOut, Grace: 5 * time.Second,
-		KillRest: func(pid int, sig unix.Signal) error { return unix.Kill(-pid, sig) },
+		Stdout: &out, Stderr: &errOut, Grace: 5 * time.Second, Reaper: reaper,
+		KillRest: KillGroup, WaitAllGone: true,
 	}
 	e := w.Run()
 	return e.Code, e.Signal, out.String(), errOut.String()
@@ -104,8 +107,8 @@ func TestWorkloadForwardsSignals(t *testing.T) {
 	sigs := make(chan unix.Signal, 1)
 	w := &Workload{
 		Argv:   []string{"sh", "-c", "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.01; done"},
-		Stdout: &out, Stderr: &out, Signals: sigs, Grace: time.Second,
-		KillRest: func(pid int, sig unix.Signal) error { return unix.Kill(-pid, sig) },
+		Stdout: &out, Stderr: &out, Signals: sigs, Grace: time.Second, Reaper: reaper,
+		KillRest: KillGroup,
 	}
 	done := make(chan int)
 	go func() { done <- w.Run().Code }()

@@ -116,6 +116,8 @@ func ParseAssetRef(field, s string) (AssetRef, error) {
 
 // Run is a validated `firegopher run`.
 type Run struct {
+	Name    string
+	User    string
 	CPUs    int
 	Memory  Size
 	Kernel  AssetRef
@@ -132,10 +134,14 @@ const (
 	MaxMemory = 256 * GiB
 )
 
+var userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*[$]?(:[a-z_][a-z0-9_.-]*)?$|^[0-9]+(:[0-9]+)?$|^[a-z_][a-z0-9_.-]*:[0-9]+$|^[0-9]+:[a-z_][a-z0-9_.-]*$`)
+
 var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // RunFlags is the raw input of `firegopher run`.
 type RunFlags struct {
+	Name    string
+	User    string
 	CPUs    int
 	Memory  string
 	Kernel  string
@@ -147,7 +153,13 @@ type RunFlags struct {
 
 // ParseRun validates every flag and returns the first problem, naming the flag.
 func ParseRun(f RunFlags) (*Run, error) {
-	r := &Run{CPUs: f.CPUs, WorkDir: f.WorkDir}
+	r := &Run{CPUs: f.CPUs, WorkDir: f.WorkDir, Name: f.Name, User: f.User}
+	if f.Name != "" && !namePattern.MatchString(f.Name) {
+		return nil, fmt.Errorf("--name: %q, want lowercase letters, digits, '.', '_', '-' (at most 63)", f.Name)
+	}
+	if f.User != "" && !userPattern.MatchString(f.User) {
+		return nil, fmt.Errorf("--user: %q, want NAME|UID[:GROUP|GID]", f.User)
+	}
 	if f.CPUs < 1 || f.CPUs > MaxCPUs {
 		return nil, fmt.Errorf("--cpus: %d, want 1 to %d", f.CPUs, MaxCPUs)
 	}

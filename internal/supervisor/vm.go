@@ -1,21 +1,21 @@
 // Package supervisor owns one VM's lifecycle: it prepares the VM's files, starts its VMM,
-// speaks to its init over the control channel, relays the workload's output and exit
-// status, and tears everything down when the VM ends, whichever way it ends.
+// speaks to its init over the control channel, relays the workload's output to the log
+// and to attached clients, serves signal/exec/stop requests, records the exit status, and
+// tears everything down when the VM ends, whichever way it ends.
 package supervisor
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets"
@@ -25,18 +25,29 @@ import (
 	"github.com/firegopher/firegopher/internal/vmm"
 )
 
-// rootSerial is the root disk's virtio serial; init looks the disk up by it.
-const rootSerial = "root"
+// RootSerial is the root disk's virtio serial; init looks the disk up by it.
+const RootSerial = "root"
 
 // Cmdline is the kernel command line of app VMs: console on the first serial port, a
 // panic ends the VM at once (the VMM runs with -no-reboot), our init from the initramfs.
 const Cmdline = "console=ttyS0 panic=-1 rdinit=/init quiet"
 
+// Files of a VM's directory.
+const (
+	DiskFile      = "rootfs.ext4"
+	InitrdFile    = "initrd.cpio"
+	ControlSocket = "control.sock"
+	APISocket     = "api.sock"
+	ConsoleLog    = "console.log"
+	OutputLog     = "output.log"
+	LockFile      = "lock"
+)
+
 // VM is one VM being prepared or running. The exported fields are its inputs; the rest is
 // filled in by the start steps.
 type VM struct {
 	ID         string
-	RunDir     string // parent of the VM's own directory
+	Dir        string
 	Store      *assets.Store
 	KernelRef  assets.Digest
 	Kernel     *assets.Kernel
@@ -48,16 +59,12 @@ type VM struct {
 	Config     vmconfig.Config
 	Log        *slog.Logger
 
-	Dir           string
-	Disk          string
-	Initrd        string
-	ControlSocket string
-	ConsoleLog    string
-
-	listener net.Listener
-	instance vmm.Instance
-	ctl      *agent.Conn
-	ctlConn  net.Conn
+	lock      *os.File
+	control   net.Listener
+	api       net.Listener
+	instance  vmm.Instance
+	guest     *agent.Conn
+	guestConn net.Conn
 }
 
 // NewID returns a random VM id: 12 hex digits, like a short container id.
@@ -69,38 +76,70 @@ func NewID() string {
 	return hex.EncodeToString(b)
 }
 
+func (vm *VM) path(name string) string { return filepath.Join(vm.Dir, name) }
+
 // DefaultSteps is the start sequence of an app VM.
 func DefaultSteps() Steps {
 	return Steps{
-		{Name: "create-dir", Do: createDir, Undo: removeDir},
+		{Name: "create-dir", Do: createDir, Undo: removeRuntimeFiles},
+		{Name: "lock", Do: lockDir, Undo: unlockDir},
 		{Name: "clone-rootfs", Do: cloneRootfs},
 		{Name: "write-initrd", Do: writeInitrd},
 		{Name: "listen-control", Do: listenControl, Undo: closeControl},
+		{Name: "listen-api", Do: listenAPI, Undo: closeAPI},
 		{Name: "start-vmm", Do: startVMM, Undo: stopVMM},
 		{Name: "accept-control", Do: acceptControl},
 	}
 }
 
 func createDir(_ context.Context, vm *VM) error {
-	vm.Dir = filepath.Join(vm.RunDir, vm.ID)
-	if err := os.MkdirAll(vm.RunDir, 0o755); err != nil {
-		return err
+	return os.MkdirAll(vm.Dir, 0o700)
+}
+
+// removeRuntimeFiles removes what only a running VM needs (the disk clone, the initrd,
+// sockets); the logs stay for `firegopher logs` until the VM is removed.
+func removeRuntimeFiles(vm *VM) error {
+	for _, f := range []string{DiskFile, InitrdFile, ControlSocket, APISocket} {
+		if err := os.Remove(vm.path(f)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
-	if err := os.Mkdir(vm.Dir, 0o700); err != nil {
-		return err
-	}
-	vm.Disk = filepath.Join(vm.Dir, "rootfs.ext4")
-	vm.Initrd = filepath.Join(vm.Dir, "initrd.cpio")
-	vm.ControlSocket = filepath.Join(vm.Dir, "control.sock")
-	vm.ConsoleLog = filepath.Join(vm.Dir, "console.log")
 	return nil
 }
 
-// removeDir takes the clone, initrd, socket and logs with it.
-func removeDir(vm *VM) error { return os.RemoveAll(vm.Dir) }
+// lockDir takes the lock that says "a supervisor owns this VM": gc leaves a VM alone while
+// the lock is held, and the kernel drops it when the supervisor dies, however it dies.
+func lockDir(_ context.Context, vm *VM) error {
+	f, err := os.OpenFile(vm.path(LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("VM %s is owned by another supervisor: %w", vm.ID, err)
+	}
+	vm.lock = f
+	return nil
+}
+
+func unlockDir(vm *VM) error { return vm.lock.Close() }
+
+// Owned says whether a live supervisor holds dir's lock.
+func Owned(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return true
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
 
 func cloneRootfs(_ context.Context, vm *VM) error {
-	method, err := disk.Clone(vm.Rootfs, vm.Disk)
+	method, err := disk.Clone(vm.Rootfs, vm.path(DiskFile))
 	if err != nil {
 		return err
 	}
@@ -113,24 +152,27 @@ func writeInitrd(_ context.Context, vm *VM) error {
 	if err != nil {
 		return err
 	}
-	return initrd.ForVM(vm.Initrd, base, &vm.Config)
+	return initrd.ForVM(vm.path(InitrdFile), base, &vm.Config)
 }
 
-func listenControl(_ context.Context, vm *VM) error {
-	l, err := net.Listen("unix", vm.ControlSocket)
-	if err != nil {
-		return err
-	}
-	vm.listener = l
-	return nil
+func listenControl(_ context.Context, vm *VM) (err error) {
+	vm.control, err = net.Listen("unix", vm.path(ControlSocket))
+	return err
 }
 
 func closeControl(vm *VM) error {
-	if vm.ctlConn != nil {
-		vm.ctlConn.Close()
+	if vm.guestConn != nil {
+		vm.guestConn.Close()
 	}
-	return vm.listener.Close()
+	return vm.control.Close()
 }
+
+func listenAPI(_ context.Context, vm *VM) (err error) {
+	vm.api, err = net.Listen("unix", vm.path(APISocket))
+	return err
+}
+
+func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
 	inst, err := vm.Backend.Start(ctx, vmm.Spec{
@@ -138,11 +180,11 @@ func startVMM(ctx context.Context, vm *VM) error {
 		CPUs:          vm.CPUs,
 		MemoryMiB:     vm.MemoryMiB,
 		Kernel:        vm.Store.Path(vm.Kernel.Vmlinux),
-		Initrd:        vm.Initrd,
+		Initrd:        vm.path(InitrdFile),
 		Cmdline:       Cmdline,
-		Disks:         []vmm.Disk{{Path: vm.Disk, Serial: rootSerial}},
-		ControlSocket: vm.ControlSocket,
-		ConsoleLog:    vm.ConsoleLog,
+		Disks:         []vmm.Disk{{Path: vm.path(DiskFile), Serial: RootSerial}},
+		ControlSocket: vm.path(ControlSocket),
+		ConsoleLog:    vm.path(ConsoleLog),
 	})
 	if err != nil {
 		return err
@@ -160,6 +202,14 @@ func stopVMM(vm *VM) error {
 	return nil
 }
 
+// VMMPid is the VMM's process id once started.
+func (vm *VM) VMMPid() int {
+	if vm.instance == nil {
+		return 0
+	}
+	return vm.instance.Pid()
+}
+
 // acceptControl waits for the VMM to connect the guest's control port, or to die trying.
 func acceptControl(ctx context.Context, vm *VM) error {
 	type accepted struct {
@@ -167,7 +217,7 @@ func acceptControl(ctx context.Context, vm *VM) error {
 		err error
 	}
 	ch := make(chan accepted, 1)
-	go func() { c, err := vm.listener.Accept(); ch <- accepted{c, err} }()
+	go func() { c, err := vm.control.Accept(); ch <- accepted{c, err} }()
 	exited := make(chan error, 1)
 	go func() { exited <- vm.instance.Wait() }()
 	select {
@@ -175,107 +225,14 @@ func acceptControl(ctx context.Context, vm *VM) error {
 		if a.err != nil {
 			return a.err
 		}
-		vm.ctlConn = a.c
-		vm.ctl = agent.NewConn(a.c)
+		vm.guestConn = a.c
+		vm.guest = agent.NewConn(a.c)
 		return nil
 	case err := <-exited:
 		return fmt.Errorf("VMM exited before connecting: %v", err)
+	case <-time.After(time.Minute):
+		return fmt.Errorf("VMM did not connect the control channel within a minute")
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// ErrNoExitStatus means the VM ended without init reporting how the workload ended.
-var ErrNoExitStatus = errors.New("the VM stopped without reporting an exit status")
-
-// Attach relays the workload's output to stdout and stderr until init reports the exit
-// status, then waits for the VMM to power off. Cancelling ctx kills the VM.
-func (vm *VM) Attach(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, error) {
-	frames := make(chan agent.Frame)
-	readErr := make(chan error, 1)
-	go func() {
-		for {
-			f, err := vm.ctl.Receive()
-			if err != nil {
-				readErr <- err
-				return
-			}
-			frames <- f
-		}
-	}()
-	vmmExited := make(chan error, 1)
-	go func() { vmmExited <- vm.instance.Wait() }()
-
-	for {
-		select {
-		case f := <-frames:
-			switch f.Kind {
-			case agent.KindStdout:
-				stdout.Write(f.Payload)
-			case agent.KindStderr:
-				stderr.Write(f.Payload)
-			case agent.KindHello:
-				vm.Log.Debug("guest init is up")
-			case agent.KindExit:
-				exit, err := agent.DecodeExit(f.Payload)
-				if err != nil {
-					return agent.Exit{}, err
-				}
-				if err := vm.ctl.Send(agent.KindAck, nil); err != nil {
-					vm.Log.Warn("acknowledge exit status", "error", err)
-				}
-				return exit, vm.waitPowerOff(vmmExited)
-			}
-		case err := <-readErr:
-			// The stream closes when the VMM exits; prefer the VMM's story.
-			select {
-			case vmErr := <-vmmExited:
-				return agent.Exit{}, vm.diagnose(vmErr)
-			case <-time.After(5 * time.Second):
-				return agent.Exit{}, fmt.Errorf("control channel: %w", err)
-			}
-		case vmErr := <-vmmExited:
-			return agent.Exit{}, vm.diagnose(vmErr)
-		case <-ctx.Done():
-			return agent.Exit{}, ctx.Err()
-		}
-	}
-}
-
-// powerOffTimeout bounds how long a guest may take from reporting its exit to powering off.
-const powerOffTimeout = 30 * time.Second
-
-func (vm *VM) waitPowerOff(vmmExited <-chan error) error {
-	select {
-	case err := <-vmmExited:
-		return err
-	case <-time.After(powerOffTimeout):
-		vm.Log.Warn("guest did not power off; killing the VMM", "after", powerOffTimeout)
-		return vm.instance.Kill()
-	}
-}
-
-// diagnose explains a VM that ended without an exit status, with the console's last lines.
-func (vm *VM) diagnose(vmErr error) error {
-	tail := consoleTail(vm.ConsoleLog, 15)
-	msg := ErrNoExitStatus.Error()
-	if vmErr != nil {
-		msg += ": " + vmErr.Error()
-	}
-	if tail != "" {
-		msg += "\nlast lines of the console:\n" + tail
-	}
-	return fmt.Errorf("%w%s", ErrNoExitStatus, strings.TrimPrefix(msg, ErrNoExitStatus.Error()))
-}
-
-func consoleTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"path"
 	"strings"
 )
 
@@ -44,6 +47,43 @@ type Config struct {
 	Cmd     []string `json:"cmd,omitempty"`
 	Env     []string `json:"env,omitempty"`
 	WorkDir string   `json:"workdir,omitempty"`
+	// User is NAME|UID[:GROUP|GID], resolved from the image's /etc/passwd and /etc/group.
+	User    string   `json:"user,omitempty"`
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+	// Files are written into the root filesystem by init, inside the guest: the host never
+	// mounts a guest disk.
+	Files   []File   `json:"files,omitempty"`
+	Network *Network `json:"network,omitempty"`
+}
+
+// Rlimit is a resource limit of the workload ("nofile", "nproc", "core", "memlock", "stack").
+type Rlimit struct {
+	Resource string `json:"resource"`
+	Soft     uint64 `json:"soft"`
+	Hard     uint64 `json:"hard"`
+}
+
+// RlimitResources are the limits init knows how to set.
+var RlimitResources = map[string]int{"nofile": 7, "nproc": 6, "core": 4, "memlock": 8, "stack": 3}
+
+// File is one file or directory to create in the guest's root filesystem.
+type File struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+	Dir  bool   `json:"dir,omitempty"`
+	Data []byte `json:"data,omitempty"`
+}
+
+// Network is the static configuration of the guest's one interface (app VMs; system
+// VMs use DHCP from the host).
+type Network struct {
+	MAC     string   `json:"mac"`
+	Address string   `json:"address"` // CIDR, e.g. 172.16.0.2/30
+	Gateway string   `json:"gateway,omitempty"`
+	MTU     int      `json:"mtu,omitempty"`
+	DNS     []string `json:"dns,omitempty"`
 }
 
 // Disk identifies a block device and how to mount it.
@@ -80,6 +120,43 @@ func (c *Config) Validate() error {
 	}
 	if c.WorkDir != "" && !strings.HasPrefix(c.WorkDir, "/") {
 		return fmt.Errorf("config: workdir: %q is not absolute", c.WorkDir)
+	}
+	for _, r := range c.Rlimits {
+		if _, ok := RlimitResources[r.Resource]; !ok {
+			return fmt.Errorf("config: rlimits: unknown resource %q", r.Resource)
+		}
+		if r.Soft > r.Hard {
+			return fmt.Errorf("config: rlimits: %s soft %d above hard %d", r.Resource, r.Soft, r.Hard)
+		}
+	}
+	for _, f := range c.Files {
+		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
+			return fmt.Errorf("config: files: path %q must be absolute and clean", f.Path)
+		}
+		if f.Mode > 0o7777 || f.UID < 0 || f.GID < 0 {
+			return fmt.Errorf("config: files: %s: bad mode or owner", f.Path)
+		}
+	}
+	if n := c.Network; n != nil {
+		if _, err := net.ParseMAC(n.MAC); err != nil {
+			return fmt.Errorf("config: network.mac: %q: %v", n.MAC, err)
+		}
+		if _, err := netip.ParsePrefix(n.Address); err != nil {
+			return fmt.Errorf("config: network.address: %q: %v", n.Address, err)
+		}
+		if n.Gateway != "" {
+			if _, err := netip.ParseAddr(n.Gateway); err != nil {
+				return fmt.Errorf("config: network.gateway: %q: %v", n.Gateway, err)
+			}
+		}
+		if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
+			return fmt.Errorf("config: network.mtu: %d, want 576 to 65535", n.MTU)
+		}
+		for _, d := range n.DNS {
+			if _, err := netip.ParseAddr(d); err != nil {
+				return fmt.Errorf("config: network.dns: %q: %v", d, err)
+			}
+		}
 	}
 	return nil
 }

@@ -38,6 +38,10 @@ func TestParseNamesTheBadField(t *testing.T) {
 		"unknown":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"surprise":1}`, "surprise"},
 		"trailing": {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]} {}`, "trailing"},
 		"garbage":  {`not json`, "config"},
+		"rlimit":   {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"rlimits":[{"resource":"cpu","soft":1,"hard":1}]}`, "rlimits"},
+		"file":     {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"files":[{"path":"../x","mode":420}]}`, "files"},
+		"mac":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"network":{"mac":"zz","address":"10.0.0.2/30"}}`, "network.mac"},
+		"address":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"network":{"mac":"02:00:00:00:00:01","address":"10.0.0.2"}}`, "network.address"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.json))

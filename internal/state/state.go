@@ -1,0 +1,232 @@
+// Package state records VMs in one bbolt database that several firegopher processes share:
+// every change is a transaction, so a crash at any point leaves either the old record or
+// the new one, never half of either. The database is opened per operation (bbolt holds an
+// exclusive file lock while open), so no process blocks the others for long.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Status is where a VM is in its life.
+type Status string
+
+const (
+	Created Status = "created"
+	Running Status = "running"
+	Exited  Status = "exited"
+)
+
+// VM is one VM's record.
+type VM struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Image      string    `json:"image"`
+	Kernel     string    `json:"kernel"`
+	Cmd        []string  `json:"cmd"`
+	CPUs       int       `json:"cpus"`
+	MemoryMiB  int       `json:"memory_mib"`
+	Backend    string    `json:"backend,omitempty"`
+	Status     Status    `json:"status"`
+	Detached   bool      `json:"detached"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitempty"`
+	FinishedAt time.Time `json:"finished_at,omitempty"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
+	Signal     int       `json:"signal,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	Dir        string    `json:"dir"`
+	// SupervisorPID and VMMPID are informational; liveness is the supervisor's lock on Dir.
+	SupervisorPID int `json:"supervisor_pid,omitempty"`
+	VMMPID        int `json:"vmm_pid,omitempty"`
+	// Launch is what a detached supervisor needs to start the VM, written by `run -d`.
+	Launch json.RawMessage `json:"launch,omitempty"`
+}
+
+var bucketVMs = []byte("vms")
+
+// ErrNotFound and ErrAmbiguous are returned by Lookup.
+var (
+	ErrNotFound  = errors.New("no such VM")
+	ErrAmbiguous = errors.New("ambiguous VM reference")
+)
+
+// Store is the state database.
+type Store struct{ path string }
+
+// Open checks the database can be opened (creating it) and returns a handle.
+func Open(path string) (*Store, error) {
+	s := &Store{path: path}
+	return s, s.update(func(*bolt.Bucket) error { return nil })
+}
+
+func (s *Store) db() (*bolt.DB, error) {
+	// Timeout: another process holding the lock is a wait, not an error.
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+func (s *Store) update(fn func(*bolt.Bucket) error) error {
+	db, err := s.db()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketVMs)
+		if err != nil {
+			return err
+		}
+		return fn(b)
+	})
+}
+
+func (s *Store) view(fn func(*bolt.Bucket) error) error {
+	db, err := s.db()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVMs)
+		if b == nil {
+			return fn(nil)
+		}
+		return fn(b)
+	})
+}
+
+// Create adds a new record; its id and name must both be unused.
+func (s *Store) Create(vm *VM) error {
+	return s.update(func(b *bolt.Bucket) error {
+		if b.Get([]byte(vm.ID)) != nil {
+			return fmt.Errorf("VM id %s already exists", vm.ID)
+		}
+		if vm.Name != "" {
+			var clash error
+			b.ForEach(func(_, v []byte) error {
+				var other VM
+				if json.Unmarshal(v, &other) == nil && other.Name == vm.Name {
+					clash = fmt.Errorf("--name: %q is already used by VM %s", vm.Name, other.ID)
+				}
+				return nil
+			})
+			if clash != nil {
+				return clash
+			}
+		}
+		return put(b, vm)
+	})
+}
+
+// Update changes a record in one transaction.
+func (s *Store) Update(id string, fn func(*VM) error) (*VM, error) {
+	var out VM
+	err := s.update(func(b *bolt.Bucket) error {
+		v := b.Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("%s: %w", id, ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &out); err != nil {
+			return err
+		}
+		if err := fn(&out); err != nil {
+			return err
+		}
+		return put(b, &out)
+	})
+	return &out, err
+}
+
+// Delete removes a record; deleting a missing record is not an error.
+func (s *Store) Delete(id string) error {
+	return s.update(func(b *bolt.Bucket) error { return b.Delete([]byte(id)) })
+}
+
+// Get returns the record with exactly this id.
+func (s *Store) Get(id string) (*VM, error) {
+	var vm *VM
+	err := s.view(func(b *bolt.Bucket) error {
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(id)); v != nil {
+			vm = &VM{}
+			return json.Unmarshal(v, vm)
+		}
+		return nil
+	})
+	if err == nil && vm == nil {
+		err = fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	return vm, err
+}
+
+// List returns every record, oldest first.
+func (s *Store) List() ([]VM, error) {
+	var vms []VM
+	err := s.view(func(b *bolt.Bucket) error {
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var vm VM
+			if err := json.Unmarshal(v, &vm); err != nil {
+				return err
+			}
+			vms = append(vms, vm)
+			return nil
+		})
+	})
+	sort.Slice(vms, func(i, j int) bool { return vms[i].CreatedAt.Before(vms[j].CreatedAt) })
+	return vms, err
+}
+
+// Lookup resolves what a user typed: an exact id, an exact name, or a unique id prefix.
+func (s *Store) Lookup(ref string) (*VM, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("empty VM reference: %w", ErrNotFound)
+	}
+	vms, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var byPrefix []VM
+	for i := range vms {
+		if vms[i].ID == ref || vms[i].Name == ref {
+			return &vms[i], nil
+		}
+		if strings.HasPrefix(vms[i].ID, ref) {
+			byPrefix = append(byPrefix, vms[i])
+		}
+	}
+	switch len(byPrefix) {
+	case 0:
+		return nil, fmt.Errorf("%s: %w", ref, ErrNotFound)
+	case 1:
+		return &byPrefix[0], nil
+	}
+	ids := make([]string, len(byPrefix))
+	for i, vm := range byPrefix {
+		ids[i] = vm.ID
+	}
+	return nil, fmt.Errorf("%s matches %s: %w", ref, strings.Join(ids, ", "), ErrAmbiguous)
+}
+
+func put(b *bolt.Bucket, vm *VM) error {
+	v, err := json.Marshal(vm)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(vm.ID), v)
+}

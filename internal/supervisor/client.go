@@ -1,0 +1,90 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+
+	"github.com/firegopher/firegopher/internal/agent"
+)
+
+// ErrNotRunning means no supervisor answers for the VM: it has ended.
+var ErrNotRunning = errors.New("the VM is not running")
+
+// Client talks to a running VM's supervisor over its API socket.
+type Client struct {
+	c    net.Conn
+	conn *agent.Conn
+}
+
+// Dial connects to the supervisor of the VM whose directory is dir.
+func Dial(dir string) (*Client, error) {
+	c, err := net.Dial("unix", filepath.Join(dir, APISocket))
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNotRunning, err)
+	}
+	return &Client{c: c, conn: agent.NewConn(c)}, nil
+}
+
+func (c *Client) Close() error { return c.c.Close() }
+
+// Attach subscribes to the main workload's output and exit; it returns how many bytes of
+// the output log were written before the subscription began.
+func (c *Client) Attach() (int64, error) {
+	if err := c.conn.Send(agent.KindAttach, agent.MainStream, nil); err != nil {
+		return 0, err
+	}
+	f, err := c.conn.Receive()
+	if err != nil {
+		return 0, err
+	}
+	var a agent.Attached
+	if f.Kind != agent.KindAttached {
+		return 0, fmt.Errorf("supervisor answered attach with %s", f.Kind)
+	}
+	return a.LogOffset, f.Decode(&a)
+}
+
+// Signal asks init to deliver sig to the main workload.
+func (c *Client) Signal(sig int) error {
+	return c.conn.Send(agent.KindSignal, agent.MainStream, []byte{byte(sig)})
+}
+
+// Stop asks for a graceful stop and waits until the supervisor has taken it on.
+func (c *Client) Stop(timeoutSeconds int) error {
+	if err := c.conn.SendJSON(agent.KindStop, agent.MainStream, agent.Stop{TimeoutSeconds: timeoutSeconds}); err != nil {
+		return err
+	}
+	_, err := c.conn.Receive()
+	return err
+}
+
+// Exec starts a command in the VM; its output and exit follow on the connection.
+func (c *Client) Exec(e agent.Exec) error {
+	return c.conn.SendJSON(agent.KindExec, agent.MainStream, e)
+}
+
+// Copy writes output frames to stdout/stderr until an exit frame arrives, and returns it.
+// An attached client sees the main workload's exit; an exec client its command's.
+func (c *Client) Copy(stdout, stderr io.Writer) (agent.Exit, error) {
+	for {
+		f, err := c.conn.Receive()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return agent.Exit{}, fmt.Errorf("supervisor closed the connection: %w", ErrNotRunning)
+			}
+			return agent.Exit{}, err
+		}
+		switch f.Kind {
+		case agent.KindStdout:
+			stdout.Write(f.Payload)
+		case agent.KindStderr:
+			stderr.Write(f.Payload)
+		case agent.KindExit:
+			var e agent.Exit
+			return e, f.Decode(&e)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/firegopher/firegopher/internal/agent"
+)
+
+// ErrNoExitStatus means the VM ended without init reporting how the workload ended.
+var ErrNoExitStatus = errors.New("the VM stopped without reporting an exit status")
+
+// powerOffTimeout bounds how long a guest may take from reporting its exit to powering off.
+const powerOffTimeout = 30 * time.Second
+
+// request is a frame from an API client.
+type request struct {
+	client *agent.Conn
+	frame  agent.Frame
+}
+
+// Relay runs the VM until it ends: guest output goes to the output log, to stdout/stderr
+// when given (a foreground run), and to attached clients; client requests (attach,
+// signal, exec, stop) are served. Cancelling ctx kills the VM. It returns the main
+// workload's exit status.
+func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, error) {
+	logFile, err := os.OpenFile(vm.path(OutputLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return agent.Exit{}, err
+	}
+	defer logFile.Close()
+	var logged int64
+
+	frames := make(chan agent.Frame)
+	guestErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := vm.guest.Receive()
+			if err != nil {
+				guestErr <- err
+				return
+			}
+			frames <- f
+		}
+	}()
+	requests := make(chan request)
+	go vm.serveAPI(requests)
+	vmmExited := make(chan error, 1)
+	go func() { vmmExited <- vm.instance.Wait() }()
+
+	attached := map[*agent.Conn]bool{}
+	execs := map[uint32]*agent.Conn{}
+	nextStream := agent.MainStream + 1
+	var stopTimer <-chan time.Time
+	broadcast := func(f agent.Frame) {
+		for c := range attached {
+			if c.Send(f.Kind, f.Stream, f.Payload) != nil {
+				delete(attached, c)
+			}
+		}
+	}
+
+	for {
+		select {
+		case f := <-frames:
+			if f.Stream != agent.MainStream {
+				if c := execs[f.Stream]; c != nil {
+					c.Send(f.Kind, f.Stream, f.Payload)
+					if f.Kind == agent.KindExit {
+						delete(execs, f.Stream)
+					}
+				}
+				continue
+			}
+			switch f.Kind {
+			case agent.KindStdout, agent.KindStderr:
+				n, _ := logFile.Write(f.Payload)
+				logged += int64(n)
+				if f.Kind == agent.KindStdout && stdout != nil {
+					stdout.Write(f.Payload)
+				} else if f.Kind == agent.KindStderr && stderr != nil {
+					stderr.Write(f.Payload)
+				}
+				broadcast(f)
+			case agent.KindHello:
+				vm.Log.Debug("guest init is up")
+			case agent.KindExit:
+				var exit agent.Exit
+				if err := f.Decode(&exit); err != nil {
+					return agent.Exit{}, err
+				}
+				if err := vm.guest.Send(agent.KindAck, agent.MainStream, nil); err != nil {
+					vm.Log.Warn("acknowledge exit status", "error", err)
+				}
+				err := vm.waitPowerOff(vmmExited)
+				broadcast(f)
+				return exit, err
+			}
+		case r := <-requests:
+			switch r.frame.Kind {
+			case agent.KindAttach:
+				attached[r.client] = true
+				r.client.SendJSON(agent.KindAttached, agent.MainStream, agent.Attached{LogOffset: logged})
+			case agent.KindSignal:
+				vm.guest.Send(agent.KindSignal, r.frame.Stream, r.frame.Payload)
+			case agent.KindExec:
+				stream := nextStream
+				nextStream++
+				execs[stream] = r.client
+				vm.guest.Send(agent.KindExec, stream, r.frame.Payload)
+			case agent.KindStop:
+				var s agent.Stop
+				r.frame.Decode(&s)
+				vm.guest.Send(agent.KindSignal, agent.MainStream, []byte{15})
+				stopTimer = time.After(time.Duration(s.TimeoutSeconds) * time.Second)
+				r.client.Send(agent.KindAck, agent.MainStream, nil)
+			}
+		case <-stopTimer:
+			vm.Log.Info("workload ignored SIGTERM; killing the VM")
+			vm.instance.Kill()
+		case err := <-guestErr:
+			// The stream closes when the VMM exits; prefer the VMM's story.
+			select {
+			case vmErr := <-vmmExited:
+				return agent.Exit{}, vm.diagnose(vmErr)
+			case <-time.After(5 * time.Second):
+				return agent.Exit{}, fmt.Errorf("control channel: %w", err)
+			}
+		case vmErr := <-vmmExited:
+			return agent.Exit{}, vm.diagnose(vmErr)
+		case <-ctx.Done():
+			return agent.Exit{}, ctx.Err()
+		}
+	}
+}
+
+// serveAPI accepts clients on the API socket and passes their frames to the relay loop.
+func (vm *VM) serveAPI(requests chan<- request) {
+	for {
+		c, err := vm.api.Accept()
+		if err != nil {
+			return // closed by teardown
+		}
+		go func(c net.Conn) {
+			defer c.Close()
+			conn := agent.NewConn(c)
+			for {
+				f, err := conn.Receive()
+				if err != nil {
+					return
+				}
+				requests <- request{conn, f}
+			}
+		}(c)
+	}
+}
+
+func (vm *VM) waitPowerOff(vmmExited <-chan error) error {
+	select {
+	case err := <-vmmExited:
+		return err
+	case <-time.After(powerOffTimeout):
+		vm.Log.Warn("guest did not power off; killing the VMM", "after", powerOffTimeout)
+		return vm.instance.Kill()
+	}
+}
+
+// diagnose explains a VM that ended without an exit status, with the console's last lines.
+func (vm *VM) diagnose(vmErr error) error {
+	msg := ""
+	if vmErr != nil {
+		msg = ": " + vmErr.Error()
+	}
+	if tail := consoleTail(vm.path(ConsoleLog), 15); tail != "" {
+		msg += "\nlast lines of the console (" + vm.path(ConsoleLog) + "):\n" + tail
+	}
+	return fmt.Errorf("%w%s", ErrNoExitStatus, msg)
+}
+
+func consoleTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
