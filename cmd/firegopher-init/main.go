@@ -9,11 +9,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -34,10 +38,26 @@ const (
 
 var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "firegopher-init")
 
+// Stage 2 runs after the switch to the real root. Linux gives every thread its own view
+// of the root directory once a multi-threaded process chroots (Go's threads kept the
+// initramfs as their root), so instead of chrooting in place we exec ourselves again:
+// the new image starts single-threaded inside the real root, and every thread it makes
+// inherits that root. The control channel and the config cross the exec as open fds.
+const (
+	stageEnv     = "FIREGOPHER_INIT_STAGE"
+	controlFDEnv = "FIREGOPHER_CONTROL_FD"
+	configFDEnv  = "FIREGOPHER_CONFIG_FD"
+)
+
 func main() {
 	b := &boot{}
 	defer b.recoverPanic()
-	start := time.Now()
+	if os.Getenv(stageEnv) == "2" {
+		stage2(b)
+		return
+	}
+	// The exec that starts stage 2 must come from the thread that chrooted.
+	runtime.LockOSThread()
 
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
@@ -46,15 +66,83 @@ func main() {
 	b.must("open control channel", b.openControl())
 	cfg, err := readConfig()
 	b.must("read config", err)
-	b.cfg = cfg
 
 	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
 	rootDev, err := guest.SystemDevices().DiskBySerial(ctx, cfg.Root.Serial)
 	cancel()
 	b.must("find root disk", err)
+	self, err := unix.Open("/init", unix.O_PATH, 0)
+	b.must("open /init", err)
 	b.must("create "+newRoot, os.MkdirAll(newRoot, 0o755))
 	b.must("mount root disk "+rootDev, unix.Mount(rootDev, newRoot, cfg.Root.FSType, 0, ""))
 	b.must("switch root", guest.SwitchRoot(newRoot))
+	b.must("start stage 2", b.execStage2(self, cfg))
+}
+
+// execStage2 re-executes init (by fd: the binary lives in the initramfs, out of sight now).
+func (b *boot) execStage2(self int, cfg *vmconfig.Config) error {
+	data, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	cfgFD, err := unix.MemfdCreate("firegopher-config", 0)
+	if err != nil {
+		return err
+	}
+	if _, err := unix.Write(cfgFD, data); err != nil {
+		return err
+	}
+	if _, err := unix.Seek(cfgFD, 0, 0); err != nil {
+		return err
+	}
+	ctlFD := int(b.port.Fd())
+	for _, fd := range []int{cfgFD, ctlFD} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return err
+		}
+	}
+	env := []string{stageEnv + "=2", fmt.Sprintf("%s=%d", controlFDEnv, ctlFD), fmt.Sprintf("%s=%d", configFDEnv, cfgFD)}
+	return execveat(self, []string{"/init"}, env)
+}
+
+// execveat runs the program open at fd (AT_EMPTY_PATH); it returns only on failure.
+func execveat(fd int, argv, env []string) error {
+	empty, err := unix.BytePtrFromString("")
+	if err != nil {
+		return err
+	}
+	argvp, err := cStrings(argv)
+	if err != nil {
+		return err
+	}
+	envp, err := cStrings(env)
+	if err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
+	return errno
+}
+
+// cStrings makes a NULL-terminated array of C strings.
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, len(ss)+1)
+	for i, s := range ss {
+		p, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func stage2(b *boot) {
+	start := time.Now()
+	b.must("reopen control channel", b.adoptControl())
+	cfg, err := readConfigFD()
+	b.must("read config", err)
+	b.cfg = cfg
 	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
 	b.must("link /dev entries", guest.LinkDev("/dev"))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
@@ -72,7 +160,7 @@ func main() {
 
 	if cfg.Mode == vmconfig.ModeSystem {
 		// The image's init takes PID 1 over; the control channel closes with our process.
-		b.must("exec /sbin/init", unix.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ()))
+		b.must("exec /sbin/init", unix.Exec("/sbin/init", []string{"/sbin/init"}, []string{}))
 	}
 	b.must("set rlimits", guest.SetRlimits(cfg.Rlimits))
 	w, err := b.workload(cfg, agent.MainStream, cfg.Cmd, cfg.Env, cfg.WorkDir, cfg.User)
@@ -82,8 +170,23 @@ func main() {
 	b.finish(w.Run())
 }
 
+func readConfigFD() (*vmconfig.Config, error) {
+	fd, err := strconv.Atoi(os.Getenv(configFDEnv))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", configFDEnv, err)
+	}
+	f := os.NewFile(uintptr(fd), "config")
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	return vmconfig.Parse(data)
+}
+
 // boot carries what the failure path and the control channel need.
 type boot struct {
+	port    *os.File
 	ctl     *agent.Conn
 	acked   chan struct{}
 	reaper  *guest.Reaper
@@ -99,17 +202,30 @@ func (b *boot) openControl() error {
 	if err != nil {
 		return err
 	}
-	port, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
+	if b.port, err = os.OpenFile(dev, os.O_RDWR, 0); err != nil {
 		return err
 	}
-	b.ctl = agent.NewConn(port)
+	// Stage 1 only reports: the reading side starts in stage 2, so that no frame from the
+	// host is consumed by a process that is about to be replaced.
+	b.ctl = agent.NewConn(b.port)
+	return b.ctl.Send(agent.KindHello, agent.MainStream, nil)
+}
+
+// adoptControl takes over the control channel stage 1 opened.
+func (b *boot) adoptControl() error {
+	fd, err := strconv.Atoi(os.Getenv(controlFDEnv))
+	if err != nil {
+		return fmt.Errorf("%s: %w", controlFDEnv, err)
+	}
+	unix.CloseOnExec(fd) // not for the workload
+	b.port = os.NewFile(uintptr(fd), "control")
+	b.ctl = agent.NewConn(b.port)
 	b.acked = make(chan struct{})
 	b.reaper = guest.NewReaper()
 	b.signals = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
 	go b.forwardInitSignals()
 	go b.readHost()
-	return b.ctl.Send(agent.KindHello, agent.MainStream, nil)
+	return nil
 }
 
 func (b *boot) signalsFor(stream uint32) chan unix.Signal {
@@ -249,6 +365,11 @@ func (b *boot) finish(e agent.Exit) {
 		if err := b.ctl.SendJSON(agent.KindExit, agent.MainStream, e); err != nil {
 			log.Error("report exit status", "error", err)
 		} else {
+			if b.acked == nil {
+				// Stage 1 failed before anything read the channel: read it now for the ack.
+				b.acked = make(chan struct{})
+				go b.readHost()
+			}
 			select {
 			case <-b.acked:
 			case <-time.After(ackTimeout):

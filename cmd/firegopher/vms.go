@@ -88,12 +88,13 @@ func startDetached(ctx context.Context, g *globalFlags, rec *state.VM) error {
 	}
 	readyW.Close()
 	go cmd.Wait() // reap it if it dies while we wait
-	msg, _ := io.ReadAll(readyR)
-	if strings.TrimSpace(string(msg)) != "ok" {
+	// One line: "ok", or why the VM did not start. EOF without a line: it died.
+	msg, _ := bufio.NewReader(readyR).ReadString('\n')
+	if strings.TrimSpace(msg) != "ok" {
 		if len(msg) == 0 {
-			msg = []byte("the supervisor exited without a word; see " + logFile.Name())
+			msg = "the supervisor exited without a word; see " + logFile.Name()
 		}
-		return fail(fmt.Errorf("start VM %s: %s", rec.ID, strings.TrimSpace(string(msg))))
+		return fail(fmt.Errorf("start VM %s: %s", rec.ID, strings.TrimSpace(msg)))
 	}
 	fmt.Println(rec.ID)
 	return nil
@@ -106,6 +107,8 @@ func newSuperviseCommand(g *globalFlags) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Not inherited by the VMM: `run -d` must see the pipe close when we die.
+			unix.CloseOnExec(3)
 			ready := os.NewFile(3, "ready")
 			tell := func(msg string) {
 				if ready != nil {
@@ -460,6 +463,13 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 		Short: "Run an extra command in a running VM; its exit code is ours",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			argv := args[1:]
+			if argv[0] == "--" {
+				argv = argv[1:]
+			}
+			if len(argv) == 0 {
+				return errors.New("no command: usage: firegopher exec VM -- CMD [ARGS...]")
+			}
 			_, vm, err := lookup(g, args[0])
 			if err != nil {
 				return err
@@ -469,7 +479,7 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 				return fmt.Errorf("%s: %w", vm.ID, err)
 			}
 			defer c.Close()
-			if err := c.Exec(agent.Exec{Argv: args[1:], Env: env, WorkDir: workdir, User: user}); err != nil {
+			if err := c.Exec(agent.Exec{Argv: argv, Env: env, WorkDir: workdir, User: user}); err != nil {
 				return err
 			}
 			exit, err := c.Copy(os.Stdout, os.Stderr)

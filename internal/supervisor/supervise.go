@@ -68,11 +68,16 @@ func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agen
 	if opts.Steps == nil {
 		opts.Steps = DefaultSteps()
 	}
+	if err := lockDir(vm); err != nil {
+		record(st, vm.ID, agent.Exit{}, err)
+		return agent.Exit{}, err
+	}
 	defer func() {
 		if opts.AutoRemove {
 			os.RemoveAll(vm.Dir)
 			st.Delete(vm.ID)
 		}
+		unlockDir(vm)
 	}()
 	teardown, err := opts.Steps.Run(ctx, vm)
 	if err != nil {

@@ -82,7 +82,6 @@ func (vm *VM) path(name string) string { return filepath.Join(vm.Dir, name) }
 func DefaultSteps() Steps {
 	return Steps{
 		{Name: "create-dir", Do: createDir, Undo: removeRuntimeFiles},
-		{Name: "lock", Do: lockDir, Undo: unlockDir},
 		{Name: "clone-rootfs", Do: cloneRootfs},
 		{Name: "write-initrd", Do: writeInitrd},
 		{Name: "listen-control", Do: listenControl, Undo: closeControl},
@@ -109,7 +108,12 @@ func removeRuntimeFiles(vm *VM) error {
 
 // lockDir takes the lock that says "a supervisor owns this VM": gc leaves a VM alone while
 // the lock is held, and the kernel drops it when the supervisor dies, however it dies.
-func lockDir(_ context.Context, vm *VM) error {
+// It is held from before the first step until after the outcome is recorded, so that
+// whoever waits for the lock finds the final record.
+func lockDir(vm *VM) error {
+	if err := os.MkdirAll(vm.Dir, 0o700); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(vm.path(LockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
@@ -122,7 +126,7 @@ func lockDir(_ context.Context, vm *VM) error {
 	return nil
 }
 
-func unlockDir(vm *VM) error { return vm.lock.Close() }
+func unlockDir(vm *VM) { vm.lock.Close() }
 
 // Owned says whether a live supervisor holds dir's lock.
 func Owned(dir string) bool {

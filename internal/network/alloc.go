@@ -1,0 +1,287 @@
+package network
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// LockTimeout is how long an allocator operation waits for another process holding the
+// database before it gives up.
+const LockTimeout = 5 * time.Second
+
+// ErrPoolExhausted is wrapped by Allocate when no /30 of the pool is free.
+var ErrPoolExhausted = errors.New("address pool exhausted")
+
+var (
+	bucketAllocs  = []byte("net.allocations") // owner key -> Allocation (JSON)
+	bucketSubnets = []byte("net.subnets")     // subnet ("172.16.0.4/30") -> owner key
+	bucketTAPs    = []byte("net.taps")        // TAP name -> owner key
+)
+
+// Allocation is one (run, machine)'s slot as persisted.
+type Allocation struct {
+	RunID   string       `json:"run_id"`
+	Machine string       `json:"machine"`
+	Pool    netip.Prefix `json:"pool"`
+	Slot    Slot         `json:"slot"`
+	Created time.Time    `json:"created"`
+}
+
+// Allocator hands out /30 slots of one pool, persisted in a bbolt file that several
+// processes may share. The file is opened per operation: bbolt holds an exclusive lock
+// while open, so keeping it open would stall every other firegopher process.
+type Allocator struct {
+	path string
+	pool netip.Prefix
+	mu   sync.Mutex // serialises this process's goroutines before they queue on the file lock
+}
+
+// OpenAllocator checks that path can be opened (creating it) and returns an allocator for
+// pool.
+func OpenAllocator(path string, pool netip.Prefix) (*Allocator, error) {
+	if err := ValidatePool(pool); err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("allocator: empty database path")
+	}
+	a := &Allocator{path: path, pool: pool}
+	return a, a.update(func(*bolt.Tx) error { return nil })
+}
+
+// Pool is the pool this allocator hands out from.
+func (a *Allocator) Pool() netip.Prefix { return a.pool }
+
+// Allocate returns the slot of (runID, machine): the existing one if it has one, else the
+// first free slot from its preferred one on (wrapping), skipping slots allocated to others
+// and subnets that inUse reports (nil: none). The choice is persisted in the same
+// transaction that checks it, under the file lock, so no slot is handed out twice.
+func (a *Allocator) Allocate(runID, machine string, inUse func(netip.Prefix) bool) (Slot, error) {
+	if err := validateOwner(runID, machine); err != nil {
+		return Slot{}, err
+	}
+	key := ownerKey(runID, machine)
+	var out Slot
+	err := a.update(func(tx *bolt.Tx) error {
+		allocs, subnets, taps := tx.Bucket(bucketAllocs), tx.Bucket(bucketSubnets), tx.Bucket(bucketTAPs)
+		if v := allocs.Get(key); v != nil {
+			var cur Allocation
+			if err := json.Unmarshal(v, &cur); err != nil {
+				return fmt.Errorf("allocation of run %q machine %q: corrupt record: %w", runID, machine, err)
+			}
+			if !a.pool.Contains(cur.Slot.Subnet.Addr()) {
+				return fmt.Errorf("run %q machine %q already holds %s, outside pool %s", runID, machine, cur.Slot.Subnet, a.pool)
+			}
+			out = cur.Slot
+			return nil
+		}
+		pref := PreferredSlot(a.pool, runID, machine)
+		n := NumSlots(a.pool)
+		found := false
+		for i := 0; i < n; i++ {
+			s := slotAt(a.pool, (pref.Index+i)%n)
+			if subnets.Get([]byte(s.Subnet.String())) != nil {
+				continue
+			}
+			if inUse != nil && inUse(s.Subnet) {
+				slog.Debug("network: slot overlaps a host address, skipping", "subnet", s.Subnet)
+				continue
+			}
+			out, found = s, true
+			break
+		}
+		if !found {
+			return fmt.Errorf("pool %s: all %d /%d slots are allocated or overlap host addresses: %w", a.pool, n, SlotBits, ErrPoolExhausted)
+		}
+		out.TAP = pref.TAP
+		// Two owners whose hashes share 12 hex digits would share a TAP: rare enough that a
+		// derived name, no longer the seed's, is acceptable.
+		for i := 1; taps.Get([]byte(out.TAP)) != nil; i++ {
+			out.TAP = "tap" + seedHash(runID, machine+"-"+strconv.Itoa(i))[:12]
+		}
+		rec, err := json.Marshal(Allocation{RunID: runID, Machine: machine, Pool: a.pool, Slot: out, Created: time.Now().UTC()})
+		if err != nil {
+			return err
+		}
+		if err := allocs.Put(key, rec); err != nil {
+			return err
+		}
+		if err := subnets.Put([]byte(out.Subnet.String()), key); err != nil {
+			return err
+		}
+		return taps.Put([]byte(out.TAP), key)
+	})
+	if err != nil {
+		return Slot{}, err
+	}
+	return out, nil
+}
+
+// Release frees the slot of (runID, machine); releasing what is not allocated is not an
+// error, so cleanup can be repeated.
+func (a *Allocator) Release(runID, machine string) error {
+	if err := validateOwner(runID, machine); err != nil {
+		return err
+	}
+	key := ownerKey(runID, machine)
+	return a.update(func(tx *bolt.Tx) error {
+		allocs := tx.Bucket(bucketAllocs)
+		v := allocs.Get(key)
+		if v == nil {
+			return nil
+		}
+		var cur Allocation
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return fmt.Errorf("allocation of run %q machine %q: corrupt record: %w", runID, machine, err)
+		}
+		// Only drop index entries that still point at this owner.
+		if k := tx.Bucket(bucketSubnets).Get([]byte(cur.Slot.Subnet.String())); string(k) == string(key) {
+			if err := tx.Bucket(bucketSubnets).Delete([]byte(cur.Slot.Subnet.String())); err != nil {
+				return err
+			}
+		}
+		if k := tx.Bucket(bucketTAPs).Get([]byte(cur.Slot.TAP)); string(k) == string(key) {
+			if err := tx.Bucket(bucketTAPs).Delete([]byte(cur.Slot.TAP)); err != nil {
+				return err
+			}
+		}
+		return allocs.Delete(key)
+	})
+}
+
+// Lookup returns the allocation of (runID, machine), if any.
+func (a *Allocator) Lookup(runID, machine string) (Allocation, bool, error) {
+	var out Allocation
+	var ok bool
+	err := a.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAllocs)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(ownerKey(runID, machine))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &out)
+	})
+	return out, ok, err
+}
+
+// List returns every allocation in the database (of any pool), ordered by run then machine.
+func (a *Allocator) List() ([]Allocation, error) {
+	var out []Allocation
+	err := a.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAllocs)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var al Allocation
+			if err := json.Unmarshal(v, &al); err != nil {
+				return fmt.Errorf("allocation %q: corrupt record: %w", strings.ReplaceAll(string(k), "\x00", "/"), err)
+			}
+			out = append(out, al)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func validateOwner(runID, machine string) error {
+	if runID == "" || strings.ContainsRune(runID, 0) {
+		return fmt.Errorf("run id %q: must be non-empty and contain no NUL", runID)
+	}
+	if machine == "" || strings.ContainsRune(machine, 0) {
+		return fmt.Errorf("machine %q: must be non-empty and contain no NUL", machine)
+	}
+	return nil
+}
+
+// ownerKey keeps run and machine apart: the seed's "run-machine" is ambiguous when either
+// contains a dash.
+func ownerKey(runID, machine string) []byte { return []byte(runID + "\x00" + machine) }
+
+func (a *Allocator) update(fn func(*bolt.Tx) error) error {
+	return a.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketAllocs, bucketSubnets, bucketTAPs} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return fn(tx)
+		})
+	})
+}
+
+func (a *Allocator) view(fn func(*bolt.Tx) error) error {
+	return a.withDB(func(db *bolt.DB) error { return db.View(fn) })
+}
+
+// withDB opens the database for one operation. Processes first queue on a side lock file
+// with a blocking flock: bbolt's own lock retries every 50 ms, which lets one busy process
+// starve the others; the kernel's flock queue wakes waiters as soon as the lock is free.
+func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	unlock, err := lockFile(a.path+".lock", LockTimeout)
+	if err != nil {
+		return fmt.Errorf("allocator %s: %w", a.path, err)
+	}
+	defer unlock()
+	// Timeout: a process that opened the file directly (not through the side lock) is a
+	// wait, not an error.
+	db, err := bolt.Open(a.path, 0o600, &bolt.Options{Timeout: LockTimeout})
+	if err != nil {
+		return fmt.Errorf("allocator %s: %w", a.path, err)
+	}
+	err = fn(db)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("allocator %s: close: %w", a.path, cerr)
+	}
+	return err
+}
+
+// lockFile takes an exclusive flock on path, waiting up to timeout.
+func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+			if err != unix.EINTR {
+				done <- err
+				return
+			}
+		}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		return func() { f.Close() }, nil // closing the file drops the flock
+	case <-t.C:
+		// The flock cannot be interrupted: let it finish, then let go at once.
+		go func() { <-done; f.Close() }()
+		return nil, fmt.Errorf("lock %s: still held by another process after %s", path, timeout)
+	}
+}

@@ -1,0 +1,150 @@
+// Package nstest gives tests network namespaces of their own, so nothing a test does to
+// interfaces, routes, firewall rules or sysctls can reach the host's namespace.
+//
+// Code runs inside a namespace on a fresh OS thread that is locked and never unlocked: when
+// the goroutine ends, the Go runtime destroys that thread, so no thread of the test binary
+// is ever handed back in a foreign namespace.
+package nstest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// NS is a named network namespace owned by one test.
+type NS struct {
+	Name string
+	h    netns.NsHandle
+}
+
+// RequireRoot skips the test when not root: namespaces and netlink changes need it.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+}
+
+// New creates a named namespace ("fgt-<prefix>-<random>", visible to `ip netns exec`),
+// with lo up, and deletes it when the test ends.
+func New(t testing.TB, prefix string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("fgt-%s-%s", prefix, hex.EncodeToString(rnd[:]))
+	var h netns.NsHandle
+	err := onThread(func() error {
+		// NewNamed unshares the calling thread into the new namespace; that thread dies
+		// with this goroutine.
+		var err error
+		h, err = netns.NewNamed(name)
+		if err != nil {
+			return err
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		if h.IsOpen() {
+			h.Close()
+		}
+		_ = netns.DeleteNamed(name)
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	ns := &NS{Name: name, h: h}
+	t.Cleanup(func() {
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	return ns
+}
+
+// Do runs fn inside the namespace and returns its error.
+func (ns *NS) Do(fn func() error) error {
+	return onThread(func() error {
+		if err := netns.Set(ns.h); err != nil {
+			return fmt.Errorf("enter netns %s: %w", ns.Name, err)
+		}
+		return fn()
+	})
+}
+
+// Run is Do that fails the test on error.
+func (ns *NS) Run(t testing.TB, fn func() error) {
+	t.Helper()
+	if err := ns.Do(fn); err != nil {
+		t.Fatalf("in netns %s: %v", ns.Name, err)
+	}
+}
+
+// Exec runs a command inside the namespace (`ip netns exec`) and returns its stdout.
+func (ns *NS) Exec(args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%v: %w: %s", args, err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// MustExec is Exec that fails the test on error.
+func (ns *NS) MustExec(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := ns.Exec(args...)
+	if err != nil {
+		t.Fatalf("netns %s: %v", ns.Name, err)
+	}
+	return out
+}
+
+// Veth links namespace a (interface aName) to namespace b (interface bName); both ends
+// are up, without addresses. The pair dies with either namespace.
+func Veth(t testing.TB, a *NS, aName string, b *NS, bName string) {
+	t.Helper()
+	a.Run(t, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName, PeerNamespace: netlink.NsFd(b.h)}
+		if err := netlink.LinkAdd(v); err != nil {
+			return fmt.Errorf("veth %s/%s: %w", aName, bName, err)
+		}
+		l, err := netlink.LinkByName(aName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	b.Run(t, func() error {
+		l, err := netlink.LinkByName(bName)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+}
+
+// onThread runs fn on a locked OS thread that is thrown away afterwards.
+func onThread(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		done <- fn()
+	}()
+	return <-done
+}
