@@ -72,7 +72,9 @@ func build(cfg HostConfig) desired {
 
 	return desired{
 		sets: []*nftables.Set{
-			{Table: table, Name: SetTAPs, KeyType: nftables.TypeIFName},
+			// Host byte order is how nft itself declares ifname; without it `nft list`
+			// shows the names reversed, i.e. as "".
+			{Table: table, Name: SetTAPs, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian},
 			{Table: table, Name: SetGuests, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr), Concatenation: true},
 		},
 		chains: []chainSpec{

@@ -1,0 +1,58 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// The guest's PID 1 sets up what programs expect; these check it from inside a real VM.
+
+func TestGuestMounts(t *testing.T) {
+	r := firegopher(t, "run", "--", "cat", "/proc/mounts")
+	for _, want := range []string{" / ext4 ", " /proc proc ", " /sys sysfs ", " /dev devtmpfs ", " /dev/pts devpts ",
+		" /dev/shm tmpfs ", " /dev/mqueue mqueue ", " /run tmpfs ", " /tmp tmpfs ", " /sys/fs/cgroup cgroup2 "} {
+		if !strings.Contains(string(r.stdout), want) {
+			t.Errorf("/proc/mounts lacks %q", want)
+		}
+	}
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+}
+
+func TestGuestUserEnvWorkdirLimits(t *testing.T) {
+	r := firegopher(t, "run", "--user", "nobody", "-e", "A=1", "-w", "/tmp", "--",
+		"sh", "-c", `id -u; id -g; echo "$A $HOME"; pwd; ulimit -n; ls -l /dev/fd/ >/dev/null && echo fd-ok; grep NoNewPrivs /proc/self/status`)
+	want := "65534\n65534\n1 /nonexistent\n/tmp\n65536\nfd-ok\nNoNewPrivs:\t1\n"
+	if r.code != 0 || string(r.stdout) != want {
+		t.Fatalf("want %q:\n%s", want, r)
+	}
+}
+
+func TestGuestUnknownUserIsAClearError(t *testing.T) {
+	r := firegopher(t, "run", "--user", "ghost", "--", "true")
+	if r.code != 125 || !strings.Contains(string(r.stderr), `user "ghost": no such user`) {
+		t.Fatalf("want exit 125 naming the user:\n%s", r)
+	}
+}
+
+func TestGuestReapsDoubleForkedChildren(t *testing.T) {
+	// 100 double-forked children reparent to PID 1; only init can reap them.
+	script := `for i in $(seq 100); do (sh -c 'exit 0' &); done
+count() { grep -l '^[0-9]* ([^)]*) Z' /proc/[0-9]*/stat 2>/dev/null | wc -l; }
+for t in $(seq 100); do z=$(count); [ "$z" -eq 0 ] && break; sleep 0.05; done
+echo zombies=$(count)`
+	r := firegopher(t, "run", "--", "sh", "-c", script)
+	if r.code != 0 || strings.TrimSpace(string(r.stdout)) != "zombies=0" {
+		t.Fatalf("zombies left:\n%s", r)
+	}
+}
+
+func TestGuestHostsAndHostname(t *testing.T) {
+	r := firegopher(t, "run", "--name", "hosty", "--", "sh", "-c", "hostname; cat /etc/hostname; grep -c hosty /etc/hosts")
+	if r.code != 0 || string(r.stdout) != "hosty\nhosty\n1\n" {
+		t.Fatalf("%s", r)
+	}
+}
