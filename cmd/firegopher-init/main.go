@@ -45,6 +45,7 @@ var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "fireg
 // inherits that root. The control channel and the config cross the exec as open fds.
 const (
 	stageEnv     = "FIREGOPHER_INIT_STAGE"
+	startEnv     = "FIREGOPHER_INIT_START_NS"
 	controlFDEnv = "FIREGOPHER_CONTROL_FD"
 	configFDEnv  = "FIREGOPHER_CONFIG_FD"
 )
@@ -58,6 +59,7 @@ func main() {
 	}
 	// The exec that starts stage 2 must come from the thread that chrooted.
 	runtime.LockOSThread()
+	initStart := bootClock()
 
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
@@ -76,11 +78,18 @@ func main() {
 	b.must("create "+newRoot, os.MkdirAll(newRoot, 0o755))
 	b.must("mount root disk "+rootDev, unix.Mount(rootDev, newRoot, cfg.Root.FSType, 0, ""))
 	b.must("switch root", guest.SwitchRoot(newRoot))
-	b.must("start stage 2", b.execStage2(self, cfg))
+	b.must("start stage 2", b.execStage2(self, cfg, initStart))
+}
+
+// bootClock is time since the kernel started (CLOCK_BOOTTIME): it survives our re-exec.
+func bootClock() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Duration(ts.Nano())
 }
 
 // execStage2 re-executes init (by fd: the binary lives in the initramfs, out of sight now).
-func (b *boot) execStage2(self int, cfg *vmconfig.Config) error {
+func (b *boot) execStage2(self int, cfg *vmconfig.Config, initStart time.Duration) error {
 	data, err := cfg.Marshal()
 	if err != nil {
 		return err
@@ -101,7 +110,8 @@ func (b *boot) execStage2(self int, cfg *vmconfig.Config) error {
 			return err
 		}
 	}
-	env := []string{stageEnv + "=2", fmt.Sprintf("%s=%d", controlFDEnv, ctlFD), fmt.Sprintf("%s=%d", configFDEnv, cfgFD)}
+	env := []string{stageEnv + "=2", fmt.Sprintf("%s=%d", controlFDEnv, ctlFD), fmt.Sprintf("%s=%d", configFDEnv, cfgFD),
+		fmt.Sprintf("%s=%d", startEnv, int64(initStart))}
 	return execveat(self, []string{"/init"}, env)
 }
 
@@ -138,7 +148,6 @@ func cStrings(ss []string) ([]*byte, error) {
 }
 
 func stage2(b *boot) {
-	start := time.Now()
 	b.must("reopen control channel", b.adoptControl())
 	cfg, err := readConfigFD()
 	b.must("read config", err)
@@ -166,7 +175,10 @@ func stage2(b *boot) {
 	w, err := b.workload(cfg, agent.MainStream, cfg.Cmd, cfg.Env, cfg.WorkDir, cfg.User)
 	b.must("prepare workload", err)
 	w.KillRest, w.WaitAllGone, w.Signals = guest.KillAllButInit, true, b.signalsFor(agent.MainStream)
-	log.Debug("starting workload", "after", time.Since(start))
+	initStart, _ := strconv.ParseInt(os.Getenv(startEnv), 10, 64)
+	now := bootClock()
+	// bench/init reads this line from the console log.
+	log.Info("starting workload", "kernel_ms", time.Duration(initStart).Milliseconds(), "init_ms", (now - time.Duration(initStart)).Milliseconds())
 	b.finish(w.Run())
 }
 

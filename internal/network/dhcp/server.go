@@ -162,8 +162,12 @@ func ServeDHCP(ctx context.Context, tap string, lease Lease) (stop func() error,
 		case <-ctx.Done():
 			stop()
 		case <-done:
-			// Serve ended by itself (a socket error): stop reports it.
-			r.log.Error("dhcp: responder failed", "err", serveErr)
+			r.mu.Lock()
+			closed := r.closed
+			r.mu.Unlock()
+			if !closed { // Serve ended by itself (a socket error); stop reports it too
+				r.log.Error("dhcp: responder failed", "err", serveErr)
+			}
 		}
 	}()
 	r.log.Info("dhcp: responder listening", "host", l.Host, "bits", l.Bits, "dns", l.DNS)
