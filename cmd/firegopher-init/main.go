@@ -32,6 +32,8 @@ const (
 	deviceTimeout = 30 * time.Second
 	// ackTimeout bounds the wait for the host to confirm it has the exit status.
 	ackTimeout = 10 * time.Second
+	// dhcpTimeout bounds the wait for a lease from the host.
+	dhcpTimeout = 30 * time.Second
 	// grace is how long leftovers of the workload get between SIGTERM and SIGKILL.
 	grace = 5 * time.Second
 )
@@ -157,7 +159,14 @@ func stage2(b *boot) {
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
 
 	b.must("bring loopback up", guest.LoopbackUp())
-	if cfg.Network != nil {
+	if cfg.Network != nil && cfg.Network.DHCP && cfg.Mode == vmconfig.ModeApp {
+		ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
+		leased, err := guest.LeaseByDHCP(ctx, cfg.Network)
+		cancel()
+		b.must("get an address by DHCP", err)
+		cfg.Network = leased
+	}
+	if cfg.Network != nil && !cfg.Network.DHCP {
 		b.must("configure network", guest.ConfigureInterface(cfg.Network))
 		b.must("write /etc/resolv.conf", guest.WriteResolvConf("/", cfg.Network.DNS))
 	}

@@ -26,22 +26,9 @@ func LoopbackUp() error {
 
 // ConfigureInterface sets up the interface with n.MAC: MTU, address, up, default route.
 func ConfigureInterface(n *vmconfig.Network) error {
-	mac, err := net.ParseMAC(n.MAC)
+	link, err := linkByMAC(n.MAC)
 	if err != nil {
 		return err
-	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return err
-	}
-	var link netlink.Link
-	for _, l := range links {
-		if l.Attrs().HardwareAddr.String() == mac.String() {
-			link = l
-		}
-	}
-	if link == nil {
-		return fmt.Errorf("network: no interface with MAC %s (is virtio_net loaded?)", mac)
 	}
 	if n.MTU != 0 {
 		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {

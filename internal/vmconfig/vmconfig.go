@@ -79,8 +79,11 @@ type File struct {
 // Network is the static configuration of the guest's one interface (app VMs; system
 // VMs use DHCP from the host).
 type Network struct {
-	MAC     string   `json:"mac"`
-	Address string   `json:"address"` // CIDR, e.g. 172.16.0.2/30
+	MAC string `json:"mac"`
+	// DHCP makes init ask the host's DHCP server for the address, router and DNS instead
+	// of using Address/Gateway/DNS.
+	DHCP    bool     `json:"dhcp,omitempty"`
+	Address string   `json:"address,omitempty"` // CIDR, e.g. 172.16.0.2/30
 	Gateway string   `json:"gateway,omitempty"`
 	MTU     int      `json:"mtu,omitempty"`
 	DNS     []string `json:"dns,omitempty"`
@@ -141,7 +144,7 @@ func (c *Config) Validate() error {
 		if _, err := net.ParseMAC(n.MAC); err != nil {
 			return fmt.Errorf("config: network.mac: %q: %v", n.MAC, err)
 		}
-		if _, err := netip.ParsePrefix(n.Address); err != nil {
+		if _, err := netip.ParsePrefix(n.Address); err != nil && !(n.DHCP && n.Address == "") {
 			return fmt.Errorf("config: network.address: %q: %v", n.Address, err)
 		}
 		if n.Gateway != "" {

@@ -16,6 +16,12 @@ type Disk struct {
 	ReadOnly bool
 }
 
+// NIC is a virtio-net interface backed by an existing TAP device on the host.
+type NIC struct {
+	TAP string
+	MAC string
+}
+
 // Spec is one VM to start. Paths are absolute.
 type Spec struct {
 	ID        string
@@ -25,6 +31,7 @@ type Spec struct {
 	Initrd    string
 	Cmdline   string
 	Disks     []Disk
+	NICs      []NIC
 	// ControlSocket is a Unix socket the caller listens on; the VMM connects the guest's
 	// control port (virtio-serial or vsock) to it.
 	ControlSocket string

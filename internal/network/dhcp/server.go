@@ -187,9 +187,9 @@ func (r *responder) handle(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv
 		return
 	}
 	l := r.lease
-	log := r.log.With("mac", req.ClientHWAddr, "type", req.MessageType())
+	log := r.log.With("mac", req.ClientHWAddr.String(), "type", req.MessageType().String())
 	if l.MAC != nil && !bytes.Equal(req.ClientHWAddr, l.MAC) {
-		log.Debug("dhcp: ignoring other client", "want_mac", l.MAC)
+		log.Debug("dhcp: ignoring other client", "want_mac", l.MAC.String())
 		return
 	}
 	host, guest := net.IP(l.Host.AsSlice()), net.IP(l.Guest.AsSlice())

@@ -133,6 +133,12 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		}
 		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-%s,drive=%s,serial=%s", bus, id, d.Serial))
 	}
+	for i, n := range spec.NICs {
+		id := fmt.Sprintf("net%d", i)
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", id, n.TAP),
+			"-device", fmt.Sprintf("virtio-net-%s,netdev=%s,mac=%s", bus, id, n.MAC))
+	}
 	args = append(args,
 		"-device", "virtio-serial-"+bus+",id=vser0",
 		// QEMU connects to the caller's socket as a client: it is listening before we start.

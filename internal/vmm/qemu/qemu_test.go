@@ -1,0 +1,55 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/firegopher/firegopher/internal/vmm"
+)
+
+func TestArgsTCGUsesQ35AndVirtioPCI(t *testing.T) {
+	b := &Backend{Path: "qemu-system-x86_64", Accel: AccelTCG}
+	args := strings.Join(b.Args(vmm.Spec{
+		ID: "abc", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0",
+		Disks:         []vmm.Disk{{Path: "/d,with,commas", Serial: "root"}},
+		NICs:          []vmm.NIC{{TAP: "tap0123456789a", MAC: "02:fc:00:00:00:01"}},
+		ControlSocket: "/run/c.sock", ConsoleLog: "/run/console.log",
+	}), " ")
+	for _, want := range []string{
+		"-machine q35,accel=tcg", "-smp 2", "-m 512M", "-no-reboot", "-accel tcg,thread=multi",
+		"file=/d,,with,,commas", "virtio-blk-pci,drive=disk0,serial=root",
+		"tap,id=net0,ifname=tap0123456789a,script=no,downscript=no", "virtio-net-pci,netdev=net0,mac=02:fc:00:00:00:01",
+		"socket,id=ctl,path=/run/c.sock", "name=org.firegopher.ctl",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+	if strings.Contains(args, "microvm") {
+		t.Error("microvm under TCG hangs one boot in five")
+	}
+}
+
+func TestArgsKVMUsesMicrovmAndMMIO(t *testing.T) {
+	b := &Backend{Accel: AccelKVM}
+	args := strings.Join(b.Args(vmm.Spec{ID: "a", CPUs: 1, MemoryMiB: 256, Disks: []vmm.Disk{{Path: "/d", Serial: "root"}}}), " ")
+	if !strings.Contains(args, "microvm,accel=kvm") || !strings.Contains(args, "virtio-blk-device") {
+		t.Fatalf("%s", args)
+	}
+}
+
+func TestProbeAccelNeedsVirtualisationFlags(t *testing.T) {
+	dir := t.TempDir()
+	cpuinfo := filepath.Join(dir, "cpuinfo")
+	os.WriteFile(cpuinfo, []byte("processor\t: 0\nflags\t\t: fpu sse2 hypervisor\n"), 0o644)
+	// No vmx/svm (the PVM-nested /dev/kvm of this host): TCG, whatever /dev/kvm says.
+	if got := ProbeAccel(cpuinfo, "/dev/kvm"); got != AccelTCG {
+		t.Fatalf("got %s", got)
+	}
+	os.WriteFile(cpuinfo, []byte("flags\t\t: fpu vmx\n"), 0o644)
+	if got := ProbeAccel(cpuinfo, filepath.Join(dir, "no-kvm")); got != AccelTCG {
+		t.Fatalf("vmx without /dev/kvm: got %s", got)
+	}
+}
