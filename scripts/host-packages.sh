@@ -8,6 +8,10 @@ packages=(
   xfsprogs          # a reflink-capable filesystem for the clone tests
   busybox-static    # the bare-VMM baseline initrd of bench/boot
   cpio              # bench/boot packs that initrd
+  nftables          # nft: the firewall tests compare rulesets
+  dnsmasq-base      # the seed's dnsmasq DHCP mode
+  iproute2          # ip netns: network tests run in namespaces they create
+  curl              # e2e: the host reaches guests
   dpkg apt ca-certificates make
 )
 missing=()

@@ -389,7 +389,8 @@ func TestAllocatorConcurrentProcesses(t *testing.T) {
 				idx.m[idx.key] = owner
 			}
 			p := netip.MustParsePrefix(r.subnet)
-			if !pool.Contains(p.Addr()) || inUse(p) || len(r.tap) > 15 {
+			seedTAP := PreferredSlot(pool, f[1], f[2]).TAP
+			if !pool.Contains(p.Addr()) || inUse(p) || len(r.tap) > 15 || r.tap != seedTAP {
 				t.Fatalf("%s: bad slot %+v", owner, r)
 			}
 		}

@@ -1,9 +1,3 @@
-// Package network gives each VM its own /30 on the host: slot allocation (the seed tool's
-// md5 scheme, persisted in bbolt) and the TAP device that carries it. Host firewalling lives
-// in network/firewall, DHCP for guests in network/dhcp.
-//
-// Everything here acts on the network namespace of the calling OS thread: callers that
-// work in another namespace lock their goroutine to a thread and enter it first.
 package network
 
 import (

@@ -35,17 +35,23 @@ var dnsmasqTemplate = []string{
 	"--no-resolv",
 	"--no-hosts",
 	"--dhcp-authoritative", // the only server on the link: answer a renewing guest after a restart
+	"--no-ping",            // the /30 has one guest address: probing it first only costs 3 s
 	"--dhcp-range={guest},{guest},255.255.255.252,1h",
 	"--dhcp-option=option:router,{host}",
 	"--dhcp-option=option:dns-server,{dns}",
 	"--dhcp-leasefile={leases}",
-	"--pid-file=",     // none: many instances run side by side
+	"--pid-file=",      // none: many instances run side by side
 	"--log-facility=-", // stderr, into the journal
 }
 
 // DnsmasqInstance is the unit instance name for a TAP: "TAP:HOST_IP:GUEST_IP".
 func DnsmasqInstance(tap string, host, guest netip.Addr) string {
 	return tap + ":" + host.String() + ":" + guest.String()
+}
+
+// DnsmasqUnit is the full unit name for a TAP, for systemctl start/stop.
+func DnsmasqUnit(tap string, host, guest netip.Addr) string {
+	return strings.Replace(UnitName, "@", "@"+DnsmasqInstance(tap, host, guest), 1)
 }
 
 // ParseDnsmasqInstance splits and checks a unit instance name "TAP:HOST_IP:GUEST_IP": host
@@ -172,6 +178,16 @@ func InstallUnits(dir string) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("install %s: %w", path, err)
+	}
+	return nil
+}
+
+// UninstallUnits removes what InstallUnits wrote; a missing file is not an error. The caller
+// stops the instances first and runs `systemctl daemon-reload` afterwards.
+func UninstallUnits(dir string) error {
+	path := filepath.Join(dir, UnitName)
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("uninstall %s: %w", path, err)
 	}
 	return nil
 }

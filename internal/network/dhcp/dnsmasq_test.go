@@ -25,16 +25,16 @@ func TestParseDnsmasqInstance(t *testing.T) {
 		t.Fatalf("DnsmasqInstance = %q", s)
 	}
 	for in, want := range map[string]string{
-		"tap0:172.16.0.1":                          "want TAP:HOST_IP:GUEST_IP",
-		"tap0:172.16.0.1:172.16.0.2:x":             "want TAP:HOST_IP:GUEST_IP",
-		"tap0123456789abcd:172.16.0.1:172.16.0.2":  `"tap0123456789abcd"`,
-		":172.16.0.1:172.16.0.2":                   "tap",
-		"tap0:172.16.0.300:172.16.0.2":             `host IP "172.16.0.300"`,
-		"tap0:172.16.0.1:fd00::2":                  "want TAP:HOST_IP:GUEST_IP", // colons split it
-		"tap0:172.16.0.1:banana":                   `guest IP "banana"`,
-		"tap0:172.16.0.1:172.16.0.6":               "host 172.16.0.1 is not in the guest's subnet 172.16.0.4/30",
-		"tap0:172.16.0.1:172.16.0.3":               "172.16.0.3 is the network or broadcast",
-		"tap0:172.16.0.2:172.16.0.2":               "guest and host are both 172.16.0.2",
+		"tap0:172.16.0.1":                         "want TAP:HOST_IP:GUEST_IP",
+		"tap0:172.16.0.1:172.16.0.2:x":            "want TAP:HOST_IP:GUEST_IP",
+		"tap0123456789abcd:172.16.0.1:172.16.0.2": `"tap0123456789abcd"`,
+		":172.16.0.1:172.16.0.2":                  "tap",
+		"tap0:172.16.0.300:172.16.0.2":            `host IP "172.16.0.300"`,
+		"tap0:172.16.0.1:fd00::2":                 "want TAP:HOST_IP:GUEST_IP", // colons split it
+		"tap0:172.16.0.1:banana":                  `guest IP "banana"`,
+		"tap0:172.16.0.1:172.16.0.6":              "host 172.16.0.1 is not in the guest's subnet 172.16.0.4/30",
+		"tap0:172.16.0.1:172.16.0.3":              "172.16.0.3 is the network or broadcast",
+		"tap0:172.16.0.2:172.16.0.2":              "guest and host are both 172.16.0.2",
 	} {
 		if _, _, _, err := ParseDnsmasqInstance(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseDnsmasqInstance(%q) = %v; want an error containing %s", in, err, want)
@@ -132,6 +132,18 @@ func TestInstallUnits(t *testing.T) {
 	}
 	if err := InstallUnits(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing dir: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := UninstallUnits(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("after UninstallUnits: %v", ents)
+	}
+	u := DnsmasqUnit("tapx", netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("172.16.0.2"))
+	if u != "dnsmasq-tap@tapx:172.16.0.1:172.16.0.2.service" {
+		t.Errorf("DnsmasqUnit = %q", u)
 	}
 }
 

@@ -42,7 +42,7 @@ type Lease struct {
 	MAC      net.HardwareAddr // if set, other clients are ignored
 }
 
-// Validate checks the lease and fills in defaults.
+// withDefaults fills in defaults and checks the lease; errors name the bad field.
 func (l Lease) withDefaults() (Lease, error) {
 	if l.Bits == 0 {
 		l.Bits = network.SlotBits

@@ -189,15 +189,19 @@ func TestServeDHCPRejects(t *testing.T) {
 		{"tapx", Lease{Guest: g, Host: h, MTU: 10}, "mtu 10"},
 		{"no-such-if", Lease{Guest: g, Host: h}, "no-such-if"},
 	}
-	for _, c := range cases {
-		stop, err := ServeDHCP(context.Background(), c.tap, c.lease)
-		if err == nil {
-			stop()
-			t.Errorf("ServeDHCP(%s, %+v) = nil", c.tap, c.lease)
-			continue
+	ns := nstest.New(t, "dhcpval") // should one be accepted, it listens there, not on the host
+	ns.Run(t, func() error {
+		for _, c := range cases {
+			stop, err := ServeDHCP(context.Background(), c.tap, c.lease)
+			if err == nil {
+				stop()
+				t.Errorf("ServeDHCP(%s, %+v) = nil", c.tap, c.lease)
+				continue
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("ServeDHCP(%s, %+v) = %v; want it to name %s", c.tap, c.lease, err, c.want)
+			}
 		}
-		if !strings.Contains(err.Error(), c.want) {
-			t.Errorf("ServeDHCP(%s, %+v) = %v; want it to name %s", c.tap, c.lease, err, c.want)
-		}
-	}
+		return nil
+	})
 }

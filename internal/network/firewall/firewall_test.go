@@ -112,6 +112,44 @@ func TestPrepareCheckReset(t *testing.T) {
 		t.Errorf("Prepare(allow) then Prepare(cfg) differs from Prepare(cfg):\n%s\nvs\n%s", after1, again)
 	}
 
+	// Drift is reported and repaired: a flushed chain, a stranger's rule in ours, and a
+	// table left by something else under our name (wrong set type, wrong hook).
+	ns.MustExec(t, "nft", "flush", "chain", "inet", "firegopher", "forward")
+	ns.MustExec(t, "nft", "add", "rule", "inet", "firegopher", "input", "tcp", "dport", "22", "accept")
+	ns.Run(t, func() error {
+		missing, err := Check(cfg)
+		joined := strings.Join(missing, "\n")
+		for _, want := range []string{"rule in chain forward: firegopher: no new connections into VMs", `rule in chain input: "" not ours`} {
+			if err != nil || !strings.Contains(joined, want) {
+				return fmt.Errorf("Check after drift = %q, %v; want %q", missing, err, want)
+			}
+		}
+		return Prepare(cfg)
+	})
+	if got := ns.MustExec(t, "nft", "list", "ruleset"); got != after1 {
+		t.Errorf("Prepare did not repair drift:\n%s", got)
+	}
+	ns.MustExec(t, "nft", "delete", "table", "inet", "firegopher")
+	nftFile(t, ns, `table inet firegopher {
+	set taps { type ipv4_addr; }
+	chain forward { type filter hook input priority 0; policy drop; }
+	chain extra { }
+}
+`)
+	ns.Run(t, func() error {
+		missing, err := Check(cfg)
+		joined := strings.Join(missing, "\n")
+		for _, want := range []string{"set inet firegopher taps (type ifname)", "chain inet firegopher forward", "chain inet firegopher extra: not ours"} {
+			if err != nil || !strings.Contains(joined, want) {
+				return fmt.Errorf("Check of a foreign table = %q, %v; want %q", missing, err, want)
+			}
+		}
+		return Prepare(cfg)
+	})
+	if got := ns.MustExec(t, "nft", "list", "ruleset"); got != after1 {
+		t.Errorf("Prepare did not replace a mismatched table:\n%s\nwant\n%s", got, after1)
+	}
+
 	ns.Run(t, func() error {
 		if err := Reset(); err != nil {
 			return err
