@@ -27,6 +27,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	var f spec.RunFlags
 	var accel string
 	var detach bool
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
@@ -39,7 +40,13 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return run(cmd.Context(), g, r, accel, detach)
+			var net *supervisor.NetLaunch
+			if nf.enabled {
+				if net, err = nf.launch(g); err != nil {
+					return err
+				}
+			}
+			return run(cmd.Context(), g, r, accel, detach, net)
 		},
 	}
 	fl := cmd.Flags()
@@ -54,10 +61,11 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
 	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
 	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
+	nf.register(fl)
 	return cmd
 }
 
-func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool) error {
+func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool, net *supervisor.NetLaunch) error {
 	log := g.logger()
 	if _, err := qemu.New(accel); err != nil {
 		return err
@@ -99,6 +107,11 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir, User: r.User,
 			Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: 65536, Hard: 65536}},
 		},
+	}
+	if net != nil {
+		n := *net
+		n.RunID, n.Machine = id, hostname
+		launch.Network = &n
 	}
 	rec, err := newRecord(g, id, r, launch, detach)
 	if err != nil {

@@ -46,8 +46,20 @@ type VM struct {
 	// SupervisorPID and VMMPID are informational; liveness is the supervisor's lock on Dir.
 	SupervisorPID int `json:"supervisor_pid,omitempty"`
 	VMMPID        int `json:"vmm_pid,omitempty"`
+	Network *Network `json:"network,omitempty"`
 	// Launch is what a detached supervisor needs to start the VM, written by `run -d`.
 	Launch json.RawMessage `json:"launch,omitempty"`
+}
+
+// Network is a VM's share of the host network: enough to find it and to undo it.
+type Network struct {
+	TAP     string `json:"tap"`
+	Host    string `json:"host"`
+	Guest   string `json:"guest"`
+	Pool    string `json:"pool"`
+	DB      string `json:"db"`
+	RunID   string `json:"run_id"`
+	Machine string `json:"machine"`
 }
 
 var bucketVMs = []byte("vms")

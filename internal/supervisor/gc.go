@@ -37,6 +37,11 @@ func GC(st *state.Store, vmsDir string) ([]string, error) {
 			continue
 		}
 		removeRuntimeFiles(&VM{Dir: r.Dir})
+		if r.Network != nil {
+			for _, item := range cleanNetwork(r.Network) {
+				report = append(report, fmt.Sprintf("vm %s: removed %s", r.ID, item))
+			}
+		}
 		if r.Detached {
 			st.Update(r.ID, func(v *state.VM) error {
 				v.Status, v.FinishedAt, v.VMMPID = state.Exited, time.Now(), 0

@@ -27,6 +27,7 @@ type Launch struct {
 	CPUs       int             `json:"cpus"`
 	MemoryMiB  int             `json:"memory_mib"`
 	Config     vmconfig.Config `json:"config"`
+	Network    *NetLaunch      `json:"network,omitempty"`
 }
 
 // NewVM builds the VM that launch describes, in dir.
@@ -47,7 +48,7 @@ func NewVM(id, dir string, launch Launch, log *slog.Logger) (*VM, error) {
 		ID: id, Dir: dir, Store: store, KernelRef: launch.KernelRef, Kernel: k,
 		Rootfs: launch.Rootfs, InitBinary: launch.InitBinary, Backend: backend,
 		CPUs: launch.CPUs, MemoryMiB: launch.MemoryMiB, Config: launch.Config,
-		Log: log.With("vm", id),
+		Net: launch.Network, Log: log.With("vm", id),
 	}, nil
 }
 
@@ -67,6 +68,21 @@ type Options struct {
 func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agent.Exit, error) {
 	if opts.Steps == nil {
 		opts.Steps = DefaultSteps()
+		if vm.Net != nil {
+			var err error
+			if opts.Steps, err = WithNetwork(opts.Steps); err != nil {
+				return agent.Exit{}, err
+			}
+			// Recorded as soon as it exists, so that gc can undo it if we die.
+			opts.Steps, err = opts.Steps.InsertAfter("allocate-address", Step{Name: "record-network",
+				Do: func(context.Context, *VM) error {
+					_, err := st.Update(vm.ID, func(r *state.VM) error { r.Network = vm.netRecord(); return nil })
+					return err
+				}})
+			if err != nil {
+				return agent.Exit{}, err
+			}
+		}
 	}
 	if err := lockDir(vm); err != nil {
 		record(st, vm.ID, agent.Exit{}, err)
@@ -87,6 +103,7 @@ func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agen
 	_, uerr := st.Update(vm.ID, func(r *state.VM) error {
 		r.Status, r.StartedAt = state.Running, time.Now()
 		r.SupervisorPID, r.VMMPID, r.Backend = os.Getpid(), vm.VMMPid(), vm.Backend.Name()
+		r.Network = vm.netRecord()
 		return nil
 	})
 	if uerr != nil {

@@ -57,8 +57,10 @@ type VM struct {
 	CPUs       int
 	MemoryMiB  int
 	Config     vmconfig.Config
+	Net        *NetLaunch // nil: no network
 	Log        *slog.Logger
 
+	net       netState
 	lock      *os.File
 	control   net.Listener
 	api       net.Listener
@@ -187,6 +189,7 @@ func startVMM(ctx context.Context, vm *VM) error {
 		Initrd:        vm.path(InitrdFile),
 		Cmdline:       Cmdline,
 		Disks:         []vmm.Disk{{Path: vm.path(DiskFile), Serial: RootSerial}},
+		NICs:          vm.nics(),
 		ControlSocket: vm.path(ControlSocket),
 		ConsoleLog:    vm.path(ConsoleLog),
 	})
@@ -196,6 +199,13 @@ func startVMM(ctx context.Context, vm *VM) error {
 	vm.instance = inst
 	vm.Log.Debug("vmm started", "backend", vm.Backend.Name(), "pid", inst.Pid())
 	return nil
+}
+
+func (vm *VM) nics() []vmm.NIC {
+	if vm.Net == nil {
+		return nil
+	}
+	return []vmm.NIC{{TAP: vm.net.slot.TAP, MAC: vm.net.slot.GuestMAC().String()}}
 }
 
 func stopVMM(vm *VM) error {
