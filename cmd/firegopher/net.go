@@ -144,6 +144,32 @@ func newNetCommand(g *globalFlags) *cobra.Command {
 		},
 	}
 	plan.Flags().StringVar(&pool, "pool", network.DefaultPool.String(), "address pool")
-	net.AddCommand(plan)
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List the /30s handed out to VMs",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			p, err := parsePool(pool)
+			if err != nil {
+				return err
+			}
+			a, err := network.OpenAllocator(filepath.Join(g.stateDir, "network.db"), p)
+			if err != nil {
+				return err
+			}
+			allocs, err := a.List()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RUN\tMACHINE\tTAP\tHOST\tGUEST")
+			for _, al := range allocs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", al.RunID, al.Machine, al.Slot.TAP, al.Slot.Host, al.Slot.Guest)
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&pool, "pool", network.DefaultPool.String(), "address pool")
+	net.AddCommand(plan, ls)
 	return net
 }

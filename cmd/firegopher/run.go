@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/firegopher/firegopher/internal/assets"
-	"github.com/firegopher/firegopher/internal/image"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/vmconfig"
@@ -58,6 +57,8 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVarP(&f.Env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringVarP(&f.WorkDir, "workdir", "w", "", "working directory in the guest")
 	fl.StringVarP(&f.User, "user", "u", "", "run as NAME|UID[:GROUP|GID] from the image's /etc/passwd")
+	fl.StringArrayVar(&f.Copy, "copy", nil, "put a host file in the guest: HOST_PATH:/GUEST/PATH[:MODE] (repeatable)")
+	fl.StringArrayVar(&f.AuthorizedKeys, "authorized-key", nil, "add an SSH public key file to root's authorized_keys (repeatable)")
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
 	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
 	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
@@ -108,6 +109,9 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 			Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: 65536, Hard: 65536}},
 		},
 	}
+	for _, f := range r.Files {
+		launch.Config.Files = append(launch.Config.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})
+	}
 	if net != nil {
 		n := *net
 		n.RunID, n.Machine = id, hostname
@@ -117,18 +121,27 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 	if err != nil {
 		return err
 	}
+	// The directory is locked before the record exists: gc never finds the VM unowned.
+	lock, err := supervisor.ClaimDir(g.vmsDir(), id)
+	if err != nil {
+		return err
+	}
 	if err := st.Create(rec); err != nil {
+		lock.Close()
+		os.RemoveAll(rec.Dir)
 		return err
 	}
 	if detach {
-		return startDetached(ctx, g, rec)
+		return startDetached(ctx, g, rec, lock)
 	}
 	vm, err := supervisor.NewVM(id, rec.Dir, launch, log)
 	if err != nil {
 		st.Delete(id)
+		os.RemoveAll(rec.Dir)
+		lock.Close()
 		return err
 	}
-	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Stdout: os.Stdout, Stderr: os.Stderr, AutoRemove: true})
+	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Stdout: os.Stdout, Stderr: os.Stderr, AutoRemove: true, Lock: lock})
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -169,7 +182,7 @@ func resolveImage(ctx context.Context, store *assets.Store, ref spec.AssetRef, l
 	case ref.Path != "":
 		return ref.Path, nil
 	case ref.Name == "default":
-		_, im, err := store.DefaultImage(ctx, image.DefaultRecipe(), log)
+		_, im, err := store.DefaultImage(ctx, log)
 		if err != nil {
 			return "", err
 		}

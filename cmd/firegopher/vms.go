@@ -47,7 +47,8 @@ func newRecord(g *globalFlags, id string, r *spec.Run, launch supervisor.Launch,
 
 // startDetached re-executes firegopher as the VM's supervisor in a session of its own and
 // waits until it reports the VM started (or why it did not) on a pipe.
-func startDetached(ctx context.Context, g *globalFlags, rec *state.VM) error {
+func startDetached(ctx context.Context, g *globalFlags, rec *state.VM, lock *os.File) error {
+	defer lock.Close() // the supervisor holds its own reference to the lock
 	st, err := g.state()
 	if err != nil {
 		return err
@@ -80,7 +81,7 @@ func startDetached(ctx context.Context, g *globalFlags, rec *state.VM) error {
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.ExtraFiles = []*os.File{readyW} // fd 3 in the supervisor
+	cmd.ExtraFiles = []*os.File{readyW, lock} // fds 3 and 4 in the supervisor
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		readyW.Close()
@@ -107,9 +108,12 @@ func newSuperviseCommand(g *globalFlags) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Not inherited by the VMM: `run -d` must see the pipe close when we die.
+			// Not inherited by the VMM: `run -d` must see the pipe close when we die, and
+			// gc must see the lock go.
 			unix.CloseOnExec(3)
+			unix.CloseOnExec(4)
 			ready := os.NewFile(3, "ready")
+			lock := os.NewFile(4, "lock")
 			tell := func(msg string) {
 				if ready != nil {
 					ready.WriteString(msg + "\n")
@@ -117,7 +121,7 @@ func newSuperviseCommand(g *globalFlags) *cobra.Command {
 					ready = nil
 				}
 			}
-			err := supervise(cmd.Context(), g, args[0], func() { tell("ok") })
+			err := supervise(cmd.Context(), g, args[0], lock, func() { tell("ok") })
 			if err != nil {
 				tell(err.Error())
 			}
@@ -126,7 +130,7 @@ func newSuperviseCommand(g *globalFlags) *cobra.Command {
 	}
 }
 
-func supervise(ctx context.Context, g *globalFlags, id string, started func()) error {
+func supervise(ctx context.Context, g *globalFlags, id string, lock *os.File, started func()) error {
 	log := g.logger()
 	// Detached from the terminal; SIGTERM (e.g. a host shutdown) stops the VM in order.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
@@ -148,7 +152,7 @@ func supervise(ctx context.Context, g *globalFlags, id string, started func()) e
 	if err != nil {
 		return err
 	}
-	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Started: started})
+	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Started: started, Lock: lock})
 	log.Info("VM ended", "vm", id, "code", exit.Code, "error", err)
 	return err
 }

@@ -37,9 +37,17 @@ func (s *Store) LoadImage(d Digest) (*Image, error) {
 	return &im, nil
 }
 
-// DefaultImage returns the base image of recipe r, bootstrapping it on first use.
-func (s *Store) DefaultImage(ctx context.Context, r image.Recipe, log *slog.Logger) (Digest, *Image, error) {
-	const ref = "image/default"
+// DefaultImage returns the default image (the default recipe), bootstrapping it on first use.
+func (s *Store) DefaultImage(ctx context.Context, log *slog.Logger) (Digest, *Image, error) {
+	return s.RecipeImage(ctx, "default", image.DefaultRecipe(), log)
+}
+
+// RecipeImage returns the image named name, bootstrapping it from r on first use.
+func (s *Store) RecipeImage(ctx context.Context, name string, r image.Recipe, log *slog.Logger) (Digest, *Image, error) {
+	if err := r.Validate(); err != nil {
+		return "", nil, err
+	}
+	ref := "image/" + name
 	unlock, err := s.Lock(ref)
 	if err != nil {
 		return "", nil, err
@@ -53,7 +61,7 @@ func (s *Store) DefaultImage(ctx context.Context, r image.Recipe, log *slog.Logg
 	} else if !errors.Is(err, ErrNotFound) {
 		return "", nil, err
 	}
-	log.Info("building the default root filesystem (first run only, about a minute)", "suite", r.Suite, "packages", r.Packages)
+	log.Info("building root filesystem "+name+" (first use only, about a minute)", "suite", r.Suite, "packages", r.Packages)
 	tmp, err := s.TempDir("image-*")
 	if err != nil {
 		return "", nil, err
@@ -72,6 +80,6 @@ func (s *Store) DefaultImage(ctx context.Context, r image.Recipe, log *slog.Logg
 	if err != nil {
 		return "", nil, err
 	}
-	log.Info("default root filesystem ready", "digest", rootfs.Short())
+	log.Info("root filesystem "+name+" ready", "digest", rootfs.Short())
 	return d, im, s.Tag(ref, d)
 }

@@ -116,6 +116,7 @@ func ParseAssetRef(field, s string) (AssetRef, error) {
 
 // Run is a validated `firegopher run`.
 type Run struct {
+	Files   []File
 	Name    string
 	User    string
 	CPUs    int
@@ -140,15 +141,17 @@ var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // RunFlags is the raw input of `firegopher run`.
 type RunFlags struct {
-	Name    string
-	User    string
-	CPUs    int
-	Memory  string
-	Kernel  string
-	Image   string
-	Env     []string
-	WorkDir string
-	Cmd     []string
+	Copy           []string // HOST_PATH:GUEST_PATH[:MODE]
+	AuthorizedKeys []string // files of public keys for root's authorized_keys
+	Name           string
+	User           string
+	CPUs           int
+	Memory         string
+	Kernel         string
+	Image          string
+	Env            []string
+	WorkDir        string
+	Cmd            []string
 }
 
 // ParseRun validates every flag and returns the first problem, naming the flag.
@@ -193,5 +196,70 @@ func ParseRun(f RunFlags) (*Run, error) {
 		return nil, errors.New("command: empty program name")
 	}
 	r.Cmd = f.Cmd
+	if r.Files, err = parseFiles(f.Copy, f.AuthorizedKeys); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// File is a host file to place in the guest (written by init inside the guest).
+type File struct {
+	Path string
+	Mode uint32
+	Dir  bool
+	Data []byte
+}
+
+// MaxFilesSize bounds what --copy and --authorized-key carry: it travels in the initrd.
+const MaxFilesSize = 16 * MiB
+
+func parseFiles(copies, keys []string) ([]File, error) {
+	var files []File
+	var total int
+	for _, c := range copies {
+		parts := strings.Split(c, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || !strings.HasPrefix(parts[1], "/") || filepath.Clean(parts[1]) != parts[1] || parts[1] == "/" {
+			return nil, fmt.Errorf("--copy: %q, want HOST_PATH:/GUEST/PATH[:MODE]", c)
+		}
+		data, err := os.ReadFile(parts[0])
+		if err != nil {
+			return nil, fmt.Errorf("--copy: %s: %v", parts[0], err)
+		}
+		mode := uint32(0o644)
+		if fi, err := os.Stat(parts[0]); err == nil {
+			mode = uint32(fi.Mode().Perm())
+		}
+		if len(parts) == 3 {
+			m, err := strconv.ParseUint(parts[2], 8, 32)
+			if err != nil || m > 0o7777 {
+				return nil, fmt.Errorf("--copy: %q: mode %q is not octal like 0755", c, parts[2])
+			}
+			mode = uint32(m)
+		}
+		total += len(data)
+		files = append(files, File{Path: parts[1], Mode: mode, Data: data})
+	}
+	if len(keys) > 0 {
+		var all []byte
+		for _, k := range keys {
+			data, err := os.ReadFile(k)
+			if err != nil {
+				return nil, fmt.Errorf("--authorized-key: %s: %v", k, err)
+			}
+			if !strings.HasPrefix(strings.TrimSpace(string(data)), "ssh-") && !strings.HasPrefix(strings.TrimSpace(string(data)), "ecdsa-") {
+				return nil, fmt.Errorf("--authorized-key: %s does not look like an SSH public key", k)
+			}
+			all = append(all, data...)
+			if len(data) > 0 && data[len(data)-1] != '\n' {
+				all = append(all, '\n')
+			}
+		}
+		total += len(all)
+		files = append(files, File{Path: "/root/.ssh", Mode: 0o700, Dir: true},
+			File{Path: "/root/.ssh/authorized_keys", Mode: 0o600, Data: all})
+	}
+	if Size(total) > MaxFilesSize {
+		return nil, fmt.Errorf("--copy: %d bytes in all, more than %s (they travel in the initrd)", total, MaxFilesSize)
+	}
+	return files, nil
 }

@@ -64,3 +64,33 @@ func TestParseAssetRef(t *testing.T) {
 		t.Fatalf("directory accepted: %v", err)
 	}
 }
+
+func TestParseRunFiles(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "tool.sh")
+	os.WriteFile(src, []byte("#!/bin/sh\n"), 0o755)
+	key := filepath.Join(dir, "id.pub")
+	os.WriteFile(key, []byte("ssh-ed25519 AAAA me"), 0o644)
+	f := validFlags()
+	f.Copy = []string{src + ":/usr/local/bin/tool", src + ":/etc/x:0600"}
+	f.AuthorizedKeys = []string{key}
+	r, err := ParseRun(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Files) != 4 || r.Files[0].Mode != 0o755 || r.Files[1].Mode != 0o600 || string(r.Files[3].Data) != "ssh-ed25519 AAAA me\n" {
+		t.Fatalf("%+v", r.Files)
+	}
+	for _, bad := range []string{"nocolon", src + ":relative", src + ":/x:9z", "/no/such:/x"} {
+		f := validFlags()
+		f.Copy = []string{bad}
+		if _, err := ParseRun(f); err == nil || !strings.HasPrefix(err.Error(), "--copy") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	f = validFlags()
+	f.AuthorizedKeys = []string{src}
+	if _, err := ParseRun(f); err == nil || !strings.Contains(err.Error(), "SSH public key") {
+		t.Errorf("non-key accepted: %v", err)
+	}
+}

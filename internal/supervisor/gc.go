@@ -13,9 +13,9 @@ import (
 	"github.com/firegopher/firegopher/internal/state"
 )
 
-// createdGrace is how long a record may sit in "created" before its supervisor has taken
-// the lock; younger ones may be a `run -d` in progress and are left alone.
-const createdGrace = time.Minute
+// tmpGrace is how long a VM directory may keep its temporary name (ClaimDir is between
+// mkdir and flock); older ones are debris.
+const tmpGrace = time.Minute
 
 // GC finds what crashed firegopher processes left behind — VMM processes without a
 // supervisor, per-VM directories without an owner, records of VMs that died with their
@@ -30,10 +30,9 @@ func GC(st *state.Store, vmsDir string) ([]string, error) {
 	known := map[string]bool{}
 	for _, r := range records {
 		known[r.ID] = true
+		// Whoever creates a record holds the directory's lock first (ClaimDir) and hands it
+		// to the supervisor, so an unlocked record that has not exited is lost.
 		if r.Status == state.Exited || Owned(r.Dir) {
-			continue
-		}
-		if r.Status == state.Created && time.Since(r.CreatedAt) < createdGrace {
 			continue
 		}
 		removeRuntimeFiles(&VM{Dir: r.Dir})
@@ -64,8 +63,8 @@ func GC(st *state.Store, vmsDir string) ([]string, error) {
 		if known[e.Name()] || Owned(dir) {
 			continue
 		}
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) < createdGrace {
-			continue // a `run -d` may be between creating the directory and the record
+		if info, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".") && time.Since(info.ModTime()) < tmpGrace {
+			continue // ClaimDir between mkdir and flock
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			return report, err

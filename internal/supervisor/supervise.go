@@ -61,6 +61,8 @@ type Options struct {
 	AutoRemove bool
 	// Started is called once the VM is up (the detached supervisor tells `run -d`).
 	Started func()
+	// Lock is the VM directory's lock from ClaimDir; Supervise closes it at the very end.
+	Lock *os.File
 }
 
 // Supervise starts the VM, relays until it ends, records the outcome in st, and tears
@@ -84,6 +86,7 @@ func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agen
 			}
 		}
 	}
+	vm.lock = opts.Lock
 	if err := lockDir(vm); err != nil {
 		record(st, vm.ID, agent.Exit{}, err)
 		return agent.Exit{}, err

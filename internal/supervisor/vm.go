@@ -113,6 +113,9 @@ func removeRuntimeFiles(vm *VM) error {
 // It is held from before the first step until after the outcome is recorded, so that
 // whoever waits for the lock finds the final record.
 func lockDir(vm *VM) error {
+	if vm.lock != nil {
+		return nil // claimed by whoever created the VM (ClaimDir)
+	}
 	if err := os.MkdirAll(vm.Dir, 0o700); err != nil {
 		return err
 	}
@@ -129,6 +132,34 @@ func lockDir(vm *VM) error {
 }
 
 func unlockDir(vm *VM) { vm.lock.Close() }
+
+// ClaimDir creates the VM's directory already locked: it is made under a temporary name,
+// locked, then renamed into place, so gc never sees it unowned. The lock lives as long as
+// the returned file (and any process it is passed to) keeps it open.
+func ClaimDir(vmsDir, id string) (*os.File, error) {
+	if err := os.MkdirAll(vmsDir, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(vmsDir, "."+id+"-")
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(tmp, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(vmsDir, id))
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	return f, nil
+}
 
 // Owned says whether a live supervisor holds dir's lock.
 func Owned(dir string) bool {

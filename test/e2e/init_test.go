@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -54,5 +56,19 @@ func TestGuestHostsAndHostname(t *testing.T) {
 	r := firegopher(t, "run", "--name", "hosty", "--", "sh", "-c", "hostname; cat /etc/hostname; grep -c hosty /etc/hosts")
 	if r.code != 0 || string(r.stdout) != "hosty\nhosty\n1\n" {
 		t.Fatalf("%s", r)
+	}
+}
+
+func TestGuestFilesFromTheHost(t *testing.T) {
+	dir := t.TempDir()
+	tool := filepath.Join(dir, "tool")
+	os.WriteFile(tool, []byte("#!/bin/sh\necho tool ran as $(id -u)\n"), 0o644)
+	key := filepath.Join(dir, "id.pub")
+	os.WriteFile(key, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e2e e2e@test\n"), 0o644)
+	r := firegopher(t, "run", "--copy", tool+":/usr/local/bin/tool:0755", "--authorized-key", key, "--",
+		"sh", "-c", "tool; stat -c '%a %U' /usr/local/bin/tool /root/.ssh /root/.ssh/authorized_keys; cat /root/.ssh/authorized_keys")
+	want := "tool ran as 0\n755 root\n700 root\n600 root\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e2e e2e@test\n"
+	if r.code != 0 || string(r.stdout) != want {
+		t.Fatalf("want %q:\n%s", want, r)
 	}
 }

@@ -23,8 +23,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -34,7 +34,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/firegopher/firegopher/internal/assets"
 )
@@ -135,8 +134,13 @@ func parseLayoutSource(spec string) (*source, error) {
 	if spec == "" {
 		return nil, errors.New("oci layout: empty directory")
 	}
-	s.dir = path.Clean(spec)
-	s.repo = path.Base(s.dir)
+	// Absolute, so that the Source field names the same layout from any directory.
+	dir, err := filepath.Abs(spec)
+	if err != nil {
+		return nil, fmt.Errorf("oci layout %q: %w", spec, err)
+	}
+	s.dir = dir
+	s.repo = filepath.Base(dir)
 	s.display = "oci:" + s.dir
 	if s.tag != "" {
 		s.display += ":" + s.tag
@@ -192,10 +196,14 @@ func (s *source) kernelHint() bool { return strings.Contains(path.Base(s.repo), 
 // sourceField is what a pulled manifest's Source says: the ref and the registry digest it
 // resolved to, so that a later pull can tell whether anything changed.
 func (s *source) sourceField(topDigest string) string {
-	if s.digest != "" {
-		return "oci:" + s.display
+	src := s.display
+	if s.dir == "" {
+		src = "oci:" + src // layouts' display already reads "oci:/dir..."
 	}
-	return "oci:" + s.display + "@" + topDigest
+	if s.digest != "" {
+		return src
+	}
+	return src + "@" + topDigest
 }
 
 // sourceDigest extracts the registry digest from a Source field written by sourceField.
@@ -462,9 +470,4 @@ func checkPlatform(cfg *v1.ConfigFile) error {
 		return fmt.Errorf("image is for %s/%s, this host needs %s", cfg.OS, cfg.Architecture, platformString(want))
 	}
 	return nil
-}
-
-// isImageMediaType reports media types we can unpack as an image manifest.
-func isImageMediaType(mt types.MediaType) bool {
-	return mt == types.OCIManifestSchema1 || mt == types.DockerManifestSchema2 || mt == ""
 }

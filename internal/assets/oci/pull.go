@@ -19,9 +19,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-
-	"compress/gzip"
 
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/image"
@@ -123,11 +122,12 @@ func (p *puller) run(ctx context.Context, img v1.Image) (Result, error) {
 
 // download streams one compressed layer to dst and checks it against its digest before
 // anything trusts it.
-func download(ctx context.Context, l v1.Layer, desc v1.Descriptor, dst string, prog *progress) error {
+func download(ctx context.Context, l v1.Layer, desc v1.Descriptor, dst string, prog *progress) (err error) {
+	lp := prog.layer(desc.Digest, desc.Size)
+	defer func() { lp.done(err) }()
 	if desc.Digest.Algorithm != "sha256" {
 		return fmt.Errorf("layer %s: unsupported digest algorithm", desc.Digest)
 	}
-	lp := prog.layer(desc.Digest, desc.Size)
 	rc, err := l.Compressed()
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", shortHash(desc.Digest), err)
@@ -140,7 +140,6 @@ func download(ctx context.Context, l v1.Layer, desc v1.Descriptor, dst string, p
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h, lp), ctxReader{ctx, rc})
-	lp.done()
 	if ctx.Err() != nil {
 		return fmt.Errorf("layer %s: %w", shortHash(desc.Digest), ctx.Err())
 	}
@@ -314,7 +313,13 @@ func (p *puller) storeKernel(ctx context.Context, tree string) (assets.Digest, e
 		}
 		mods, err := mt.Resolve(kernel.GuestModules)
 		if err != nil {
-			return "", fmt.Errorf("kernel modules: %w", err)
+			if k.Initrd == "" {
+				return "", fmt.Errorf("kernel modules: %w", err)
+			}
+			// Its own initrd loads what it needs, so it still boots system VMs; app VMs,
+			// which boot through firegopher's initrd, will say what is missing.
+			p.log.Warn("kernel stored without guest modules: app VMs cannot use it", "ref", p.src.display, "err", err)
+			mods = nil
 		}
 		for _, m := range mods {
 			if err := ctx.Err(); err != nil {
