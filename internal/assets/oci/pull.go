@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
@@ -293,8 +294,7 @@ func (p *puller) storeKernel(ctx context.Context, tree string) (assets.Digest, e
 	if initrd, err := findInitrd(tree, boot); err != nil {
 		return "", err
 	} else if initrd != "" {
-		// The file is ours (under tmp/): move it into the store rather than copy it.
-		if k.Initrd, err = p.store.Adopt(initrd); err != nil {
+		if k.Initrd, err = adopt(p.store, initrd); err != nil {
 			return "", err
 		}
 	}
@@ -451,7 +451,7 @@ func (p *puller) storeImage(ctx context.Context, work, tree string, cfg *v1.Conf
 		// The tree is in the image now; give its space back before hashing.
 		os.RemoveAll(tree)
 	}
-	if im.Rootfs, err = p.store.Adopt(disk); err != nil {
+	if im.Rootfs, err = adopt(p.store, disk); err != nil {
 		return "", err
 	}
 	return p.store.PutJSON(im)
@@ -504,4 +504,15 @@ func checkExt4(path string) error {
 		return fmt.Errorf("disk file %s is not an ext4 filesystem image (no superblock magic); firegopher needs a raw ext4 image", filepath.Base(path))
 	}
 	return nil
+}
+
+// adopt moves a file of ours (under tmp/) into the store rather than copying it. It gets a
+// fresh mtime first: a file unpacked from a layer carries the image's old one, and GC spares
+// only recent untagged blobs until Pull tags them.
+func adopt(store *assets.Store, path string) (assets.Digest, error) {
+	now := time.Now()
+	if err := os.Chtimes(path, now, now); err != nil {
+		return "", err
+	}
+	return store.Adopt(path)
 }

@@ -126,7 +126,7 @@ func kernelEntries(store *assets.Store, k *assets.Kernel) ([]layerEntry, error) 
 	var files []layerEntry
 	for _, m := range k.Modules {
 		p := path.Clean(m.Path)
-		if path.IsAbs(p) || p == ".." || len(p) > 2 && p[:3] == "../" {
+		if path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") {
 			return nil, fmt.Errorf("module path %q leaves /lib/modules/%s", m.Path, k.Version)
 		}
 		if !store.Has(m.Digest) {
