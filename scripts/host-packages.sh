@@ -12,6 +12,7 @@ packages=(
   dnsmasq-base      # the seed's dnsmasq DHCP mode
   iproute2          # ip netns: network tests run in namespaces they create
   curl              # e2e: the host reaches guests
+  docker-registry   # e2e: a real OCI registry on loopback
   dpkg apt ca-certificates make
 )
 missing=()

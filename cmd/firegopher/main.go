@@ -60,7 +60,8 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newRunCommand(g), newPrepareCommand(g), newSuperviseCommand(g),
 		newPsCommand(g), newLogsCommand(g), newStopCommand(g), newKillCommand(g),
 		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newGCCommand(g),
-		newHostCommand(g), newNetCommand(g))
+		newHostCommand(g), newNetCommand(g),
+		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g))
 	return root
 }
 

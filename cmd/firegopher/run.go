@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/assets/oci"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/vmconfig"
@@ -68,6 +69,9 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 
 func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool, net *supervisor.NetLaunch) error {
 	log := g.logger()
+	if len(r.Cmd) == 0 && (r.Image.Path != "" || r.Image.Name == "default") {
+		return applyImageDefaults(r, nil) // no image config can supply one: say so before any work
+	}
 	if _, err := qemu.New(accel); err != nil {
 		return err
 	}
@@ -86,9 +90,12 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	rootfs, err := resolveImage(ctx, store, r.Image, log)
+	rootfs, imageConfig, err := resolveImage(ctx, store, r.Image, log)
 	if err != nil {
 		return interrupted(ctx, err)
+	}
+	if err := applyImageDefaults(r, imageConfig); err != nil {
+		return err
 	}
 	st, err := g.state()
 	if err != nil {
@@ -168,6 +175,12 @@ func resolveKernel(ctx context.Context, store *assets.Store, ref spec.AssetRef, 
 		return store.ImportKernelFile(ref.Path)
 	case ref.Name == "default":
 		return store.DefaultKernel(ctx, log)
+	case ref.OCI != "":
+		name, err := pullIfMissing(ctx, store, ref.OCI, oci.KindKernel, log)
+		if err != nil {
+			return "", nil, fmt.Errorf("--kernel: %w", err)
+		}
+		ref.Name = name
 	}
 	d, err := store.Resolve("kernel/" + ref.Name)
 	if err != nil {
@@ -177,26 +190,79 @@ func resolveKernel(ctx context.Context, store *assets.Store, ref spec.AssetRef, 
 	return d, k, err
 }
 
-func resolveImage(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (string, error) {
+// resolveImage returns the root filesystem to clone and the image's run defaults.
+func resolveImage(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (string, *assets.ImageConfig, error) {
 	switch {
 	case ref.Path != "":
-		return ref.Path, nil
+		return ref.Path, nil, nil
 	case ref.Name == "default":
 		_, im, err := store.DefaultImage(ctx, log)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		return store.Path(im.Rootfs), nil
+		return store.Path(im.Rootfs), im.Config, nil
+	case ref.OCI != "":
+		name, err := pullIfMissing(ctx, store, ref.OCI, oci.KindImage, log)
+		if err != nil {
+			return "", nil, fmt.Errorf("--image: %w", err)
+		}
+		ref.Name = name
 	}
 	d, err := store.Resolve("image/" + ref.Name)
 	if err != nil {
-		return "", fmt.Errorf("--image: %s: %w", ref.Name, err)
+		return "", nil, fmt.Errorf("--image: %s: %w (firegopher pull REF, or firegopher prepare --name)", ref.Name, err)
 	}
 	im, err := store.LoadImage(d)
 	if err != nil {
+		return "", nil, err
+	}
+	return store.Path(im.Rootfs), im.Config, nil
+}
+
+// pullIfMissing returns the local name of ref, pulling it on first use.
+func pullIfMissing(ctx context.Context, store *assets.Store, ref, kind string, log *slog.Logger) (string, error) {
+	name, err := oci.LocalName(ref)
+	if err != nil {
 		return "", err
 	}
-	return store.Path(im.Rootfs), nil
+	if _, err := store.Resolve(kind + "/" + name); err == nil {
+		return name, nil
+	}
+	log.Info("pulling "+ref, "kind", kind)
+	res, err := oci.Pull(ctx, store, ref, oci.Options{Name: name, Kind: kind, Progress: os.Stderr, Log: log, Insecure: insecureRegistry(ref)})
+	if err != nil {
+		return "", err
+	}
+	return res.Name, nil
+}
+
+// insecureRegistry allows plain HTTP for registries on loopback, like docker does.
+func insecureRegistry(ref string) bool {
+	host, _, _ := strings.Cut(ref, "/")
+	return strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "127.")
+}
+
+// applyImageDefaults merges a container image's config under what the user gave, the way
+// docker run does: the user's command replaces Cmd, Entrypoint stays in front; image Env
+// comes first so the user's --env wins.
+func applyImageDefaults(r *spec.Run, c *assets.ImageConfig) error {
+	if c != nil {
+		if len(r.Cmd) == 0 {
+			r.Cmd = c.Cmd
+		}
+		r.Cmd = append(append([]string(nil), c.Entrypoint...), r.Cmd...)
+		r.Env = append(append([]string(nil), c.Env...), r.Env...)
+		if r.WorkDir == "" {
+			r.WorkDir = c.WorkingDir
+		}
+		if r.User == "" {
+			r.User = c.User
+		}
+	}
+	if len(r.Cmd) == 0 {
+		return errors.New("no command: usage: firegopher run [flags] -- CMD [ARGS...] (the image has no default command)")
+	}
+	return nil
 }
 
 // findInit locates firegopher-init: $FIREGOPHER_INIT, beside this binary, or the

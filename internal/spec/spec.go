@@ -77,24 +77,37 @@ func (s Size) String() string {
 type AssetRef struct {
 	Name string // set for cache names ("default")
 	Path string // set for local files (absolute)
+	OCI  string // set for registry references (pulled on first use)
 }
 
 func (r AssetRef) String() string {
-	if r.Path != "" {
+	switch {
+	case r.Path != "":
 		return r.Path
+	case r.OCI != "":
+		return r.OCI
 	}
 	return r.Name
 }
 
+// ociRef is a registry reference as docker spells them: [host[:port]/]repo[:tag][@sha256:hex].
+var ociRef = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
+
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-// ParseAssetRef reads NAME or PATH. Anything with a slash or a leading dot is a path and
-// must exist as a regular file.
+// ParseAssetRef reads NAME, PATH or an OCI REF. A leading '/' or '.' makes a path, which
+// must exist as a regular file; a ':', '/' or '@' elsewhere makes a registry reference.
 func ParseAssetRef(field, s string) (AssetRef, error) {
 	if s == "" {
 		return AssetRef{}, fmt.Errorf("%s: empty", field)
 	}
-	if strings.ContainsRune(s, '/') || strings.HasPrefix(s, ".") {
+	if !strings.HasPrefix(s, "/") && !strings.HasPrefix(s, ".") && strings.ContainsAny(s, ":/@") {
+		if !ociRef.MatchString(s) {
+			return AssetRef{}, fmt.Errorf("%s: %q is not a registry reference like registry/repo:tag", field, s)
+		}
+		return AssetRef{OCI: s}, nil
+	}
+	if strings.HasPrefix(s, "/") || strings.HasPrefix(s, ".") {
 		abs, err := filepath.Abs(s)
 		if err != nil {
 			return AssetRef{}, fmt.Errorf("%s: %w", field, err)
@@ -189,10 +202,8 @@ func ParseRun(f RunFlags) (*Run, error) {
 	if f.WorkDir != "" && !strings.HasPrefix(f.WorkDir, "/") {
 		return nil, fmt.Errorf("--workdir: %q is not an absolute path", f.WorkDir)
 	}
-	if len(f.Cmd) == 0 {
-		return nil, errors.New("no command: usage: firegopher run [flags] -- CMD [ARGS...]")
-	}
-	if f.Cmd[0] == "" {
+	// No command is fine here: a container image may bring one; run checks after pulling.
+	if len(f.Cmd) > 0 && f.Cmd[0] == "" {
 		return nil, errors.New("command: empty program name")
 	}
 	r.Cmd = f.Cmd

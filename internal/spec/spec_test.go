@@ -30,14 +30,15 @@ func validFlags() RunFlags {
 
 func TestParseRunNamesTheFlag(t *testing.T) {
 	for want, mutate := range map[string]func(*RunFlags){
-		"--cpus":      func(f *RunFlags) { f.CPUs = 0 },
-		"--memory: ":  func(f *RunFlags) { f.Memory = "12XB" },
-		"--memory: 1": func(f *RunFlags) { f.Memory = "1M" },
-		"--image":     func(f *RunFlags) { f.Image = "Bad Name" },
-		"--kernel":    func(f *RunFlags) { f.Kernel = "/no/such/vmlinux" },
-		"--env":       func(f *RunFlags) { f.Env = []string{"1A=b"} },
-		"--workdir":   func(f *RunFlags) { f.WorkDir = "relative" },
-		"no command":  func(f *RunFlags) { f.Cmd = nil },
+		"--cpus":         func(f *RunFlags) { f.CPUs = 0 },
+		"--memory: ":     func(f *RunFlags) { f.Memory = "12XB" },
+		"--memory: 1":    func(f *RunFlags) { f.Memory = "1M" },
+		"--image":        func(f *RunFlags) { f.Image = "Bad Name" },
+		"--kernel":       func(f *RunFlags) { f.Kernel = "/no/such/vmlinux" },
+		"--env":          func(f *RunFlags) { f.Env = []string{"1A=b"} },
+		"--workdir":      func(f *RunFlags) { f.WorkDir = "relative" },
+		"command":        func(f *RunFlags) { f.Cmd = []string{""} },
+		"--image: \"Bad": func(f *RunFlags) { f.Image = "Bad:Ref" },
 	} {
 		f := validFlags()
 		mutate(&f)
@@ -58,6 +59,12 @@ func TestParseAssetRef(t *testing.T) {
 		t.Fatalf("%+v %v", r, err)
 	}
 	if r, err := ParseAssetRef("--kernel", "default"); err != nil || r.Name != "default" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if r, err := ParseAssetRef("--image", "localhost:5000/firegopher/base-image:v1"); err != nil || r.OCI == "" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if r, err := ParseAssetRef("--image", "debian:bookworm"); err != nil || r.OCI != "debian:bookworm" {
 		t.Fatalf("%+v %v", r, err)
 	}
 	if _, err := ParseAssetRef("--image", dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
