@@ -61,7 +61,8 @@ func newRootCommand() *cobra.Command {
 		newPsCommand(g), newLogsCommand(g), newStopCommand(g), newKillCommand(g),
 		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newGCCommand(g),
 		newHostCommand(g), newNetCommand(g),
-		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g))
+		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
+		newFirecrackerCommand(g))
 	return root
 }
 

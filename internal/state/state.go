@@ -44,9 +44,9 @@ type VM struct {
 	Error      string    `json:"error,omitempty"`
 	Dir        string    `json:"dir"`
 	// SupervisorPID and VMMPID are informational; liveness is the supervisor's lock on Dir.
-	SupervisorPID int `json:"supervisor_pid,omitempty"`
-	VMMPID        int `json:"vmm_pid,omitempty"`
-	Network *Network `json:"network,omitempty"`
+	SupervisorPID int      `json:"supervisor_pid,omitempty"`
+	VMMPID        int      `json:"vmm_pid,omitempty"`
+	Network       *Network `json:"network,omitempty"`
 	// Launch is what a detached supervisor needs to start the VM, written by `run -d`.
 	Launch json.RawMessage `json:"launch,omitempty"`
 }

@@ -27,7 +27,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "\ne2e: CANNOT RUN: %v\n\n", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
 }
 
 func setup() error {
