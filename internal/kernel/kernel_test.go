@@ -13,6 +13,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
+
+	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 )
 
 var fakeELF = append([]byte("\x7fELF"), bytes.Repeat([]byte("kernel text "), 5000)...)
@@ -72,41 +74,6 @@ func TestVmlinuxErrorsSayWhatIsWrong(t *testing.T) {
 	}
 }
 
-// module builds a minimal ELF64 relocatable object with a .modinfo section.
-func module(modinfo ...string) []byte {
-	info := []byte(strings.Join(modinfo, "\x00") + "\x00")
-	shstr := []byte("\x00.modinfo\x00.shstrtab\x00")
-	const ehsize, shentsize = 64, 64
-	infoOff := ehsize
-	strOff := infoOff + len(info)
-	shOff := (strOff + len(shstr) + 7) &^ 7
-	out := make([]byte, shOff+3*shentsize)
-	copy(out, "\x7fELF")
-	out[4], out[5], out[6] = 2, 1, 1 // 64-bit, little endian, version 1
-	le := binary.LittleEndian
-	le.PutUint16(out[16:], 1)  // ET_REL
-	le.PutUint16(out[18:], 62) // x86-64
-	le.PutUint32(out[20:], 1)
-	le.PutUint64(out[40:], uint64(shOff))
-	le.PutUint16(out[52:], ehsize)
-	le.PutUint16(out[58:], shentsize)
-	le.PutUint16(out[60:], 3) // sections
-	le.PutUint16(out[62:], 2) // .shstrtab index
-	copy(out[infoOff:], info)
-	copy(out[strOff:], shstr)
-	sh := func(i int, name, typ uint32, off, size int) {
-		b := out[shOff+i*shentsize:]
-		le.PutUint32(b[0:], name)
-		le.PutUint32(b[4:], typ)
-		le.PutUint64(b[24:], uint64(off))
-		le.PutUint64(b[32:], uint64(size))
-		le.PutUint64(b[48:], 1)
-	}
-	sh(1, 1, 1, infoOff, len(info))  // .modinfo, PROGBITS
-	sh(2, 10, 3, strOff, len(shstr)) // .shstrtab, STRTAB
-	return out
-}
-
 func fakeTree(t *testing.T) *ModuleTree {
 	dir := filepath.Join(t.TempDir(), "6.1.0-test")
 	write := func(rel string, data []byte) {
@@ -116,16 +83,16 @@ func fakeTree(t *testing.T) *ModuleTree {
 			t.Fatal(err)
 		}
 	}
-	write("kernel/drivers/virtio/virtio_ring.ko", module("license=GPL", "depends="))
-	write("kernel/drivers/virtio/virtio.ko", module("depends=virtio_ring"))
-	write("kernel/drivers/virtio/virtio_pci.ko", module("depends=virtio,virtio_ring"))
-	write("kernel/drivers/char/hw_random/virtio-rng.ko", module("depends=virtio,rng_core"))
-	write("kernel/net/core/a.ko", module("depends=b"))
-	write("kernel/net/core/b.ko", module("depends=a")) // a cycle must not hang
-	write("kernel/fs/crc.ko", module("depends="))
+	write("kernel/drivers/virtio/virtio_ring.ko", kerneltest.Module("license=GPL", "depends="))
+	write("kernel/drivers/virtio/virtio.ko", kerneltest.Module("depends=virtio_ring"))
+	write("kernel/drivers/virtio/virtio_pci.ko", kerneltest.Module("depends=virtio,virtio_ring"))
+	write("kernel/drivers/char/hw_random/virtio-rng.ko", kerneltest.Module("depends=virtio,rng_core"))
+	write("kernel/net/core/a.ko", kerneltest.Module("depends=b"))
+	write("kernel/net/core/b.ko", kerneltest.Module("depends=a")) // a cycle must not hang
+	write("kernel/fs/crc.ko", kerneltest.Module("depends="))
 	var xzb bytes.Buffer
 	xw, _ := xz.NewWriter(&xzb)
-	xw.Write(module("depends=virtio", "softdep=pre: crc absent_module"))
+	xw.Write(kerneltest.Module("depends=virtio", "softdep=pre: crc absent_module"))
 	xw.Close()
 	write("kernel/drivers/block/virtio_blk.ko.xz", xzb.Bytes())
 	write("modules.builtin", []byte("kernel/drivers/char/hw_random/rng-core.ko\nkernel/fs/ext4/ext4.ko\n"))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,7 +92,7 @@ func modulesLayer(t *testing.T) v1.Layer {
 		fileE(base+"kernel/drivers/virtio/virtio_ring.ko", string(modRing), 0o644),
 		fileE(base+"kernel/drivers/virtio/virtio.ko", string(modVirt), 0o644),
 		fileE(base+"kernel/drivers/block/virtio_blk.ko.zst", string(zstdBytes(t, modBlk)), 0o644),
-		fileE(base+"kernel/fs/unused.ko", string(module("depends=")), 0o644),
+		fileE(base+"kernel/fs/unused.ko", string(kerneltest.Module("depends=")), 0o644),
 		fileE(base+"modules.builtin", builtinList("virtio_blk"), 0o644),
 	})
 }
@@ -574,7 +575,7 @@ func TestPullKernelModulesMissing(t *testing.T) {
 	ctx := testCtx(t)
 	reg := newRegistry(t, nil)
 	store := newStore(t)
-	mods := layerOf(t, []tentry{fileE("lib/modules/5.10.0/kernel/fs/unused.ko", string(module("depends=")), 0o644)})
+	mods := layerOf(t, []tentry{fileE("lib/modules/5.10.0/kernel/fs/unused.ko", string(kerneltest.Module("depends=")), 0o644)})
 
 	withInitrd := reg.host + "/test/old-kernel:1"
 	pushImage(t, withInitrd, imageOf(t, v1.Config{}, kernelLayer(t, fakeELF("old"), []byte("initrd")), mods))
