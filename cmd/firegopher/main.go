@@ -62,7 +62,7 @@ func newRootCommand() *cobra.Command {
 		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newGCCommand(g),
 		newHostCommand(g), newNetCommand(g),
 		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
-		newFirecrackerCommand(g))
+		newFirecrackerCommand(g), newImageCommand(g))
 	return root
 }
 

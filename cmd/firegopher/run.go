@@ -28,6 +28,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	var accel string
 	var detach bool
 	var nf netFlags
+	var system bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
@@ -46,6 +47,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 					return err
 				}
 			}
+			r.System = system
 			return run(cmd.Context(), g, r, accel, detach, net)
 		},
 	}
@@ -54,7 +56,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.IntVar(&f.CPUs, "cpus", 1, "virtual CPUs")
 	fl.StringVar(&f.Memory, "memory", "512M", "guest memory (K, M, G suffixes; bare number = MiB)")
 	fl.StringVar(&f.Image, "image", "default", "root filesystem: a cached image name or an ext4 file")
-	fl.StringVar(&f.Kernel, "kernel", "default", "kernel: a cached name, a vmlinux/bzImage file or a linux-image .deb")
+	fl.StringVar(&f.Kernel, "kernel", "default", "kernel: a cached name, a registry reference, deb:PACKAGE, a vmlinux/bzImage file or a linux-image .deb")
 	fl.StringArrayVarP(&f.Env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringVarP(&f.WorkDir, "workdir", "w", "", "working directory in the guest")
 	fl.StringVarP(&f.User, "user", "u", "", "run as NAME|UID[:GROUP|GID] from the image's /etc/passwd")
@@ -62,6 +64,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVar(&f.AuthorizedKeys, "authorized-key", nil, "add an SSH public key file to root's authorized_keys (repeatable)")
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
 	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
+	fl.BoolVar(&system, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
 	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
 	nf.register(fl)
 	return cmd
@@ -69,7 +72,10 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 
 func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool, net *supervisor.NetLaunch) error {
 	log := g.logger()
-	if len(r.Cmd) == 0 && (r.Image.Path != "" || r.Image.Name == "default") {
+	if r.System && len(r.Cmd) > 0 {
+		return errors.New("--system: a system VM runs the image's own init, not a command")
+	}
+	if !r.System && len(r.Cmd) == 0 && (r.Image.Path != "" || r.Image.Name == "default") {
 		return applyImageDefaults(r, nil) // no image config can supply one: say so before any work
 	}
 	if _, err := qemu.New(accel); err != nil {
@@ -94,8 +100,10 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	if err := applyImageDefaults(r, imageConfig); err != nil {
-		return err
+	if !r.System {
+		if err := applyImageDefaults(r, imageConfig); err != nil {
+			return err
+		}
 	}
 	st, err := g.state()
 	if err != nil {
@@ -110,7 +118,7 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 		CacheDir: g.cacheDir(), KernelRef: kernelDigest, Rootfs: rootfs, InitBinary: initBin,
 		Accel: accel, CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(),
 		Config: vmconfig.Config{
-			Version: vmconfig.Version, Mode: vmconfig.ModeApp, Hostname: hostname,
+			Version: vmconfig.Version, Mode: mode(r), Hostname: hostname,
 			Root: vmconfig.Disk{Serial: supervisor.RootSerial, FSType: "ext4"},
 			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir, User: r.User,
 			Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: 65536, Hard: 65536}},
@@ -159,6 +167,13 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 	return exitCode(exit.Code)
 }
 
+func mode(r *spec.Run) vmconfig.Mode {
+	if r.System {
+		return vmconfig.ModeSystem
+	}
+	return vmconfig.ModeApp
+}
+
 // interrupted maps any error after a Ctrl-C to errInterrupted.
 func interrupted(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
@@ -175,6 +190,8 @@ func resolveKernel(ctx context.Context, store *assets.Store, ref spec.AssetRef, 
 		return store.ImportKernelFile(ref.Path)
 	case ref.Name == "default":
 		return store.DefaultKernel(ctx, log)
+	case ref.Deb != "":
+		return store.DebKernel(ctx, ref.Deb, ref.Deb, log)
 	case ref.OCI != "":
 		name, err := pullIfMissing(ctx, store, ref.OCI, oci.KindKernel, log)
 		if err != nil {

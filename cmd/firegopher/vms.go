@@ -445,8 +445,10 @@ func newWaitCommand(g *globalFlags) *cobra.Command {
 					c.Copy(io.Discard, io.Discard)
 				}
 				c.Close()
-				waitUnowned(vm.Dir)
 			}
+			// The supervisor may be between closing its socket and recording the exit: its
+			// lock is released only after the record is written.
+			waitUnowned(vm.Dir)
 			if vm, err = st.Get(vm.ID); err != nil {
 				return err
 			}

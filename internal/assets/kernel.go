@@ -47,7 +47,13 @@ func (s *Store) LoadKernel(d Digest) (*Kernel, error) {
 
 // DefaultKernel returns the default kernel, building it from Debian's package on first use.
 func (s *Store) DefaultKernel(ctx context.Context, log *slog.Logger) (Digest, *Kernel, error) {
-	const ref = "kernel/default"
+	return s.DebKernel(ctx, "default", DefaultKernelPackage, log)
+}
+
+// DebKernel returns the kernel named name, made on first use from the distribution
+// package pkg (fetched with apt; a metapackage is followed to its versioned image).
+func (s *Store) DebKernel(ctx context.Context, name, pkg string, log *slog.Logger) (Digest, *Kernel, error) {
+	ref := "kernel/" + name
 	unlock, err := s.Lock(ref)
 	if err != nil {
 		return "", nil, err
@@ -59,13 +65,13 @@ func (s *Store) DefaultKernel(ctx context.Context, log *slog.Logger) (Digest, *K
 	} else if !errors.Is(err, ErrNotFound) {
 		return "", nil, err
 	}
-	log.Info("preparing the default kernel (first run only)", "package", DefaultKernelPackage)
+	log.Info("preparing kernel "+name+" (first use only)", "package", pkg)
 	tmp, err := s.TempDir("kernel-*")
 	if err != nil {
 		return "", nil, err
 	}
 	defer os.RemoveAll(tmp)
-	deb, err := downloadKernelDeb(ctx, DefaultKernelPackage, tmp)
+	deb, err := downloadKernelDeb(ctx, pkg, tmp)
 	if err != nil {
 		return "", nil, err
 	}
@@ -73,7 +79,7 @@ func (s *Store) DefaultKernel(ctx context.Context, log *slog.Logger) (Digest, *K
 	if err != nil {
 		return "", nil, err
 	}
-	log.Info("default kernel ready", "version", k.Version, "modules", len(k.Modules), "digest", d.Short())
+	log.Info("kernel "+name+" ready", "version", k.Version, "modules", len(k.Modules), "digest", d.Short())
 	return d, k, s.Tag(ref, d)
 }
 

@@ -78,6 +78,7 @@ type AssetRef struct {
 	Name string // set for cache names ("default")
 	Path string // set for local files (absolute)
 	OCI  string // set for registry references (pulled on first use)
+	Deb  string // set for deb:PACKAGE, a distribution kernel package fetched with apt
 }
 
 func (r AssetRef) String() string {
@@ -86,9 +87,13 @@ func (r AssetRef) String() string {
 		return r.Path
 	case r.OCI != "":
 		return r.OCI
+	case r.Deb != "":
+		return "deb:" + r.Deb
 	}
 	return r.Name
 }
+
+var debPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 
 // ociRef is a registry reference as docker spells them: [host[:port]/]repo[:tag][@sha256:hex].
 var ociRef = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$`)
@@ -100,6 +105,12 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 func ParseAssetRef(field, s string) (AssetRef, error) {
 	if s == "" {
 		return AssetRef{}, fmt.Errorf("%s: empty", field)
+	}
+	if pkg, ok := strings.CutPrefix(s, "deb:"); ok {
+		if !debPackage.MatchString(pkg) {
+			return AssetRef{}, fmt.Errorf("%s: %q is not a Debian package name", field, pkg)
+		}
+		return AssetRef{Deb: pkg}, nil
 	}
 	if !strings.HasPrefix(s, "/") && !strings.HasPrefix(s, ".") && strings.ContainsAny(s, ":/@") {
 		if !ociRef.MatchString(s) {
@@ -129,6 +140,7 @@ func ParseAssetRef(field, s string) (AssetRef, error) {
 
 // Run is a validated `firegopher run`.
 type Run struct {
+	System  bool // boot the image's own init instead of a command
 	Files   []File
 	Name    string
 	User    string

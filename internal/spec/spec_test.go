@@ -67,6 +67,12 @@ func TestParseAssetRef(t *testing.T) {
 	if r, err := ParseAssetRef("--image", "debian:bookworm"); err != nil || r.OCI != "debian:bookworm" {
 		t.Fatalf("%+v %v", r, err)
 	}
+	if r, err := ParseAssetRef("--kernel", "deb:linux-image-6.1.0-56-cloud-amd64"); err != nil || r.Deb != "linux-image-6.1.0-56-cloud-amd64" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if _, err := ParseAssetRef("--kernel", "deb:Bad Name"); err == nil {
+		t.Fatal("bad package accepted")
+	}
 	if _, err := ParseAssetRef("--image", dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("directory accepted: %v", err)
 	}

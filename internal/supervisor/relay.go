@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/vmconfig"
 )
 
 // ErrNoExitStatus means the VM ended without init reporting how the workload ended.
@@ -125,6 +126,12 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 			vm.Log.Info("workload ignored SIGTERM; killing the VM")
 			vm.instance.Kill()
 		case err := <-guestErr:
+			if vm.Config.Mode == vmconfig.ModeSystem {
+				// Our init handed PID 1 to the image's init; the channel closed with it. The
+				// VM runs until it powers off.
+				guestErr = nil
+				continue
+			}
 			// The stream closes when the VMM exits; prefer the VMM's story.
 			select {
 			case vmErr := <-vmmExited:
@@ -133,6 +140,9 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				return agent.Exit{}, fmt.Errorf("control channel: %w", err)
 			}
 		case vmErr := <-vmmExited:
+			if vm.Config.Mode == vmconfig.ModeSystem && vmErr == nil {
+				return agent.Exit{Code: 0}, nil // a system VM that powered off
+			}
 			return agent.Exit{}, vm.diagnose(vmErr)
 		case <-ctx.Done():
 			return agent.Exit{}, ctx.Err()

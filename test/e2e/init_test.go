@@ -72,3 +72,21 @@ func TestGuestFilesFromTheHost(t *testing.T) {
 		t.Fatalf("want %q:\n%s", want, r)
 	}
 }
+
+// TestSystemModeHandsPID1ToTheImagesInit: our init prepares the VM, then the image's own
+// /sbin/init runs as PID 1 (here a script standing in for systemd, which powers off).
+func TestSystemModeHandsPID1ToTheImagesInit(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "init")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"image init is pid $$ on $(hostname)\" > /dev/console\necho o > /proc/sysrq-trigger\nsleep 60\n"), 0o755)
+	id := detached(t, "--system", "--name", "sysvm", "--copy", script+":/sbin/init:0755")
+	if r := firegopher(t, "wait", id); strings.TrimSpace(string(r.stdout)) != "0" {
+		t.Fatalf("a system VM that powers off ends with 0:\n%s", r)
+	}
+	console, err := os.ReadFile(filepath.Join(stateDir, "vms", id, "console.log"))
+	if err != nil || !strings.Contains(string(console), "image init is pid 1 on sysvm") {
+		t.Fatalf("the image's init did not run as PID 1: %v\n%s", err, console)
+	}
+	if r := firegopher(t, "run", "--system", "--", "true"); r.code != 125 || !strings.Contains(string(r.stderr), "--system") {
+		t.Fatalf("--system with a command: %s", r)
+	}
+}

@@ -159,3 +159,17 @@ func TestContainerImageDefaults(t *testing.T) {
 	}
 	firegopher(t, "rmi", "image/busybox-1")
 }
+
+// TestImageBuildToLayout publishes the base-image recipe to a local OCI layout that a
+// fresh cache pulls back as an image.
+func TestImageBuildToLayout(t *testing.T) {
+	layout := filepath.Join(t.TempDir(), "layout")
+	if r := firegopher(t, "image", "build", "oci:"+layout); r.code != 0 {
+		t.Fatalf("image build: %s", r)
+	}
+	fresh := t.TempDir()
+	out, err := exec.Command(filepath.Join(binDir, "firegopher"), "--state-dir", fresh, "pull", "--name", "base", "oci:"+layout).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "image/base") {
+		t.Fatalf("pull from the layout: %v\n%s", err, out)
+	}
+}
