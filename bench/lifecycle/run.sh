@@ -69,4 +69,6 @@ rm -rf "$work"
   echo "| \`ps -a\` with 50 records, ms vs \`firegopher --help\` (median of 20) | $ps_m | $help_m | $(awk -v a="$ps_m" -v b="$help_m" 'BEGIN {printf "%.2f", a/b}') |"
   echo "| start rate, VMs/min: sequential \`run -d\` vs bare QEMU boots | $ours_rate | $bare_rate | $(awk -v a="$ours_rate" -v b="$bare_rate" 'BEGIN {printf "%.2f", a/b}') |"
   echo
+  echo "\`run -d\` returns once the VMM runs and the guest's control channel is up (the boot goes on in the background); a bare boot is timed to power-off."
+  echo
 } | tee -a bench/lifecycle/RESULTS.md
