@@ -76,7 +76,7 @@ func TestFaultInjection(t *testing.T) {
 				// The supervisor sees its VMM die and cleans up by itself.
 				firegopher(t, "wait", id)
 			}
-			defer firegopher(t, "rm", "-f", id)
+			t.Cleanup(func() { firegopher(t, "rm", "-f", id) })
 		}
 		if r := n.fg(t, "gc"); r.code != 0 {
 			t.Fatalf("gc: %s", r)
