@@ -38,3 +38,33 @@ size=$(du -m --apparent-size "$(ls -S "$work"/s1/cache/blobs/sha256/* | head -1)
   echo "| \`run --image REF -- true\` (cached) vs \`run -- true\` (default image) | $run_ref | $run_def | $(awk -v a="$run_ref" -v b="$run_def" 'BEGIN {printf "%.2f", a/b}') |"
   echo
 } | tee -a bench/assets/RESULTS.md
+
+# Flattening throughput: the default image's tree (extracted with debugfs, no mount) as a
+# one-layer container image in an OCI layout, pulled (flatten + mkfs.ext4 -d) against the
+# baseline `tar -x` + `mkfs.ext4 -d` of the same tar.
+state=${FIREGOPHER_STATE_DIR:-/var/lib/firegopher}
+manifest=$(sed 's/sha256://' "$state/cache/refs/image/default")
+blob=$state/cache/blobs/sha256/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rootfs"].split(":")[1])' "$state/cache/blobs/sha256/$manifest")
+mkdir -p "$work/tree"
+debugfs -R "rdump / $work/tree" "$blob" >/dev/null 2>&1
+tar -C "$work/tree" --numeric-owner -cf "$work/layer.tar" .
+mib=$(( $(stat -c %s "$work/layer.tar") / 1048576 ))
+L=$work/layout; mkdir -p "$L/blobs/sha256"
+put() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$L/blobs/sha256/$d"; echo "$d"; }
+layer=$(put "$work/layer.tar"); lsize=$(stat -c %s "$work/layer.tar")
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$layer" > "$work/config.json"
+cfg=$(put "$work/config.json"); csize=$(stat -c %s "$work/config.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%d}]}' "$cfg" "$csize" "$layer" "$lsize" > "$work/manifest.json"
+man=$(put "$work/manifest.json"); msize=$(stat -c %s "$work/manifest.json")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$man" "$msize" > "$L/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' > "$L/oci-layout"
+baseline() { rm -rf "$work/x" "$work/x.ext4"; mkdir "$work/x"; tar -C "$work/x" -xf "$work/layer.tar" && truncate -s $(( mib * 2 + 256 ))M "$work/x.ext4" && mkfs.ext4 -q -d "$work/x" "$work/x.ext4"; }
+ours() { rm -rf "$work/fs"; "$FG" --state-dir "$work/fs" pull --kind image --name flat "oci:$L"; }
+tb=$(for _ in $(seq "$N"); do ms baseline; done | median)
+to=$(for _ in $(seq "$N"); do ms ours; done | median)
+{
+  echo "| measure | firegopher | baseline | ratio |"
+  echo "| --- | ---: | ---: | ---: |"
+  echo "| flatten a ${mib} MiB layer into ext4, MiB/s: \`pull oci:layout\` vs \`tar -x\` + \`mkfs.ext4 -d\` | $(awk -v m="$mib" -v t="$to" 'BEGIN {printf "%.0f", m*1000/t}') | $(awk -v m="$mib" -v t="$tb" 'BEGIN {printf "%.0f", m*1000/t}') | $(awk -v a="$tb" -v b="$to" 'BEGIN {printf "%.2f", a/b}') |"
+  echo
+} | tee -a bench/assets/RESULTS.md
