@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/assets/oci"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/supervisor"
@@ -516,6 +517,16 @@ func newGCCommand(g *globalFlags) *cobra.Command {
 				return err
 			}
 			report, err := supervisor.GC(st, g.vmsDir())
+			if err != nil {
+				return err
+			}
+			// Scratch files of pulls and builds that crashed; an hour outlives any live one.
+			if store, serr := g.store(); serr == nil {
+				tmp, _ := oci.CleanTmp(store, time.Hour)
+				for _, p := range tmp {
+					report = append(report, "cache scratch "+p+": left by a crashed pull or build; removed")
+				}
+			}
 			for _, line := range report {
 				fmt.Println(line)
 			}
