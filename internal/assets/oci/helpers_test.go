@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 	"io"
 	"log"
 	"net/http"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/kernel"
+	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 )
 
 // testRegistry is an in-process registry on 127.0.0.1 that counts blob downloads.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +30,7 @@ import (
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/image"
 	"github.com/firegopher/firegopher/internal/kernel"
+	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 )
 
 // TestMain doubles as the helper process of TestPullConcurrentProcesses.
