@@ -224,14 +224,22 @@ func supervisorPid(t *testing.T, id string) int {
 	return rec.SupervisorPID
 }
 
-// waitGone blocks until pid has exited (it is not our child: poll /proc, bounded).
+// waitGone blocks until pid has exited and released its files (it is not our child: poll
+// /proc, bounded). A killed multi-threaded process shows its leader as a zombie while other
+// threads are still exiting with the files (and flocks) open, so wait for those too.
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil || strings.Contains(string(b), ") Z ") {
+		if err != nil {
 			return
+		}
+		if strings.Contains(string(b), ") Z ") {
+			tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+			if len(tasks) <= 1 {
+				return
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
