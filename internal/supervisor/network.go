@@ -183,28 +183,42 @@ func stopDHCP(vm *VM) error {
 
 // netRecord is the network part of a VM's record, enough for gc to undo it.
 func (vm *VM) netRecord() *state.Network {
-	if vm.Net == nil || vm.net.alloc == nil {
+	if vm.Net == nil {
 		return nil
 	}
-	return &state.Network{
-		TAP: vm.net.slot.TAP, Host: vm.net.slot.Host.String(), Guest: vm.net.slot.Guest.String(),
-		Pool: vm.Net.Pool, DB: vm.Net.DB, RunID: vm.Net.RunID, Machine: vm.Net.Machine,
+	n := &state.Network{Pool: vm.Net.Pool, DB: vm.Net.DB, RunID: vm.Net.RunID, Machine: vm.Net.Machine}
+	if vm.net.alloc != nil {
+		n.TAP, n.Host, n.Guest = vm.net.slot.TAP, vm.net.slot.Host.String(), vm.net.slot.Guest.String()
 	}
+	return n
 }
 
 // cleanNetwork undoes a lost VM's network from its record: firewall entries, TAP, slot.
+// The record may predate the allocation (the supervisor died while allocating): the
+// allocator, asked by run id and machine, knows the TAP if there is one.
 func cleanNetwork(n *state.Network) []string {
 	var done []string
-	if err := firewall.RemoveTAP(n.TAP); err == nil {
-		done = append(done, "firewall entries of "+n.TAP)
+	pool, err := netip.ParsePrefix(n.Pool)
+	if err != nil {
+		return nil
 	}
-	if err := network.DeleteTAP(n.TAP); err == nil {
-		done = append(done, "tap "+n.TAP)
+	a, err := network.OpenAllocator(n.DB, pool)
+	if err != nil {
+		return nil
 	}
-	if pool, err := netip.ParsePrefix(n.Pool); err == nil {
-		if a, err := network.OpenAllocator(n.DB, pool); err == nil && a.Release(n.RunID, n.Machine) == nil {
-			done = append(done, "address "+n.Guest)
-		}
+	alloc, found, err := a.Lookup(n.RunID, n.Machine)
+	if err != nil || !found {
+		return nil
+	}
+	tap := alloc.Slot.TAP
+	if err := firewall.RemoveTAP(tap); err == nil {
+		done = append(done, "firewall entries of "+tap)
+	}
+	if err := network.DeleteTAP(tap); err == nil {
+		done = append(done, "tap "+tap)
+	}
+	if a.Release(n.RunID, n.Machine) == nil {
+		done = append(done, "address "+alloc.Slot.Guest.String())
 	}
 	return done
 }

@@ -75,8 +75,9 @@ func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agen
 			if opts.Steps, err = WithNetwork(opts.Steps); err != nil {
 				return agent.Exit{}, err
 			}
-			// Recorded as soon as it exists, so that gc can undo it if we die.
-			opts.Steps, err = opts.Steps.InsertAfter("allocate-address", Step{Name: "record-network",
+			// Recorded before anything exists: if we die at any later point, gc finds the
+			// allocation (and through it the TAP) from the run id and machine name.
+			opts.Steps, err = opts.Steps.InsertBefore("allocate-address", Step{Name: "record-network",
 				Do: func(context.Context, *VM) error {
 					_, err := st.Update(vm.ID, func(r *state.VM) error { r.Network = vm.netRecord(); return nil })
 					return err
