@@ -78,9 +78,16 @@ type result struct {
 // firegopher runs the CLI to completion (bounded, so a hung VM fails the test instead of CI).
 func firegopher(t *testing.T, args ...string) result {
 	t.Helper()
+	return runFiregopher(t, nil, args...)
+}
+
+// runFiregopher runs the CLI behind prefix (e.g. `ip netns exec NS`) to completion, bounded.
+func runFiregopher(t *testing.T, prefix []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "firegopher"), args...)
+	argv := append(append(append([]string(nil), prefix...), filepath.Join(binDir, "firegopher")), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

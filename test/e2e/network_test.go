@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -82,20 +81,7 @@ func (n *testNet) waitHTTP(t *testing.T, ns, url string) string {
 // fg runs firegopher inside the test's host namespace.
 func (n *testNet) fg(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.host, filepath.Join(binDir, "firegopher")}, args...)...)
-	cmd.Env = append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("firegopher %q: %v", args, err)
-	}
-	return result{out.Bytes(), errOut.Bytes(), code}
+	return runFiregopher(t, []string{"ip", "netns", "exec", n.host}, args...)
 }
 
 func (n *testNet) nftRuleset(t *testing.T) string {
