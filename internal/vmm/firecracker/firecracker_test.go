@@ -282,6 +282,16 @@ func TestKill(t *testing.T) {
 	if err := syscall.Kill(inst.Pid(), 0); err != nil {
 		t.Fatalf("process not running after Start: %v", err)
 	}
+	// The fake prints its boot line just after InstanceStart returns: wait for it (bounded)
+	// so that the kill lands on a booted VM.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if console, _ := os.ReadFile(spec.ConsoleLog); strings.Contains(string(console), "fake guest booted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake guest never printed its boot line")
+		}
+	}
 	if err := inst.Kill(); err != nil {
 		t.Fatal(err)
 	}
