@@ -1,19 +1,18 @@
 package kernel
 
 import (
+	"bufio"
 	"bytes"
-	"compress/gzip"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
 )
 
 // GuestModules are what our guests need on QEMU (virtio-pci) and Firecracker (virtio-mmio,
@@ -26,9 +25,8 @@ type Module struct {
 	Path string
 }
 
-// ModuleTree is a kernel's lib/modules/<version> as a distribution's package ships it:
-// .ko files (maybe .xz, .zst or .gz compressed) and modules.builtin, but no modules.dep,
-// which depmod makes only on installation; hence the dependencies come from each module.
+// ModuleTree is a kernel's lib/modules/<version> as a distribution ships it: .ko files
+// (maybe .xz or .zst compressed) and modules.builtin, but not always modules.dep.
 type ModuleTree struct {
 	Dir     string
 	modules map[string]string // name → relative path
@@ -51,10 +49,8 @@ func OpenModuleTree(dir string) (*ModuleTree, error) {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && isModule(p) {
+		if !d.IsDir() && (strings.HasSuffix(p, ".ko") || strings.HasSuffix(p, ".ko.xz") || strings.HasSuffix(p, ".ko.zst")) {
 			rel, _ := filepath.Rel(dir, p)
-			// Should a name occur twice, the lexically last path wins, as with depmod's
-			// default search order for "updates/" over "kernel/".
 			t.modules[Name(p)] = rel
 		}
 		return nil
@@ -62,27 +58,16 @@ func OpenModuleTree(dir string) (*ModuleTree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("module tree %s: %w", dir, err)
 	}
-	// A tree without modules.builtin is accepted: a name built in then reads as unknown,
-	// which Resolve reports.
-	data, err := os.ReadFile(filepath.Join(dir, "modules.builtin"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("module tree %s: %w", dir, err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			t.builtin[Name(line)] = true
+	if f, err := os.Open(filepath.Join(dir, "modules.builtin")); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); line != "" {
+				t.builtin[Name(line)] = true
+			}
 		}
+		f.Close()
 	}
 	return t, nil
-}
-
-func isModule(path string) bool {
-	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
-		if strings.HasSuffix(path, ext) {
-			return true
-		}
-	}
-	return false
 }
 
 // Version is the kernel release the tree belongs to.
@@ -152,34 +137,18 @@ func (t *ModuleTree) Open(m Module) ([]byte, error) {
 	var r io.Reader = f
 	switch {
 	case strings.HasSuffix(m.Path, ".xz"):
-		// Through unxz, which also knows the x86 filter some distributions compress with.
-		raw, err := io.ReadAll(f)
-		if err != nil {
-			return nil, err
-		}
-		if raw, err = unxz(raw, nil); err != nil {
+		if r, err = xz.NewReader(f); err != nil {
 			return nil, fmt.Errorf("module %s: %w", m.Name, err)
 		}
-		return raw, nil
 	case strings.HasSuffix(m.Path, ".zst"):
-		d, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
+		d, err := zstd.NewReader(f)
 		if err != nil {
 			return nil, fmt.Errorf("module %s: %w", m.Name, err)
 		}
 		defer d.Close()
 		r = d
-	case strings.HasSuffix(m.Path, ".gz"):
-		z, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("module %s: %w", m.Name, err)
-		}
-		r = z
 	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", m.Name, err)
-	}
-	return data, nil
+	return io.ReadAll(r)
 }
 
 // modinfo reads a module's .modinfo section: NUL-separated key=value strings.

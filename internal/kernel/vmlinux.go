@@ -13,6 +13,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz"
 )
 
 var elfMagic = []byte("\x7fELF")
@@ -28,17 +29,9 @@ func Vmlinux(image []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Whatever the format, the payload's last 4 bytes are the uncompressed size, little
-	// endian: gzip's own ISIZE field, or appended by the kernel's build (size_append) for
-	// the formats that lack one, because the decompressor stub needs it (mkpiggy). Checking
-	// against it catches a truncated or mis-parsed payload that a decoder might let pass.
-	size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
-	out, err := decompress(payload, size)
+	out, err := decompress(payload)
 	if err != nil {
 		return nil, err
-	}
-	if uint32(len(out)) != size {
-		return nil, fmt.Errorf("bzImage payload decompressed to %d bytes, but the bzImage says %d", len(out), size)
 	}
 	if !bytes.HasPrefix(out, elfMagic) {
 		return nil, errors.New("bzImage payload decompressed to something that is not an ELF kernel")
@@ -61,93 +54,76 @@ func bzImagePayload(image []byte) ([]byte, error) {
 	start := (setupSects + 1) * 512
 	offset := int(binary.LittleEndian.Uint32(image[0x248:]))
 	length := int(binary.LittleEndian.Uint32(image[0x24c:]))
-	if start+offset+length > len(image) || length < 8 {
-		return nil, fmt.Errorf("bzImage payload (offset %d, length %d) does not fit the file (%d bytes)", start+offset, length, len(image))
+	if start+offset+length > len(image) || length == 0 {
+		return nil, fmt.Errorf("bzImage payload (offset %d, length %d) lies outside the file (%d bytes)", start+offset, length, len(image))
 	}
 	return image[start+offset : start+offset+length], nil
 }
 
-// decompress decodes a bzImage payload whose uncompressed size is size.
-func decompress(p []byte, size uint32) ([]byte, error) {
-	// The size comes from the file, so it only sizes the first allocation, within reason.
-	out := make([]byte, 0, min(int64(size), 32*int64(len(p))))
-	// For all formats but gzip the size trailer is not part of the compressed stream.
-	body := p[:len(p)-4]
+func decompress(p []byte) ([]byte, error) {
 	switch {
 	case bytes.HasPrefix(p, []byte{0x1f, 0x8b}):
 		r, err := gzip.NewReader(bytes.NewReader(p))
 		if err != nil {
-			return nil, fmt.Errorf("gzip payload: %w", err)
+			return nil, err
 		}
-		r.Multistream(false) // what may follow the member is not ours to judge
-		buf := bytes.NewBuffer(out)
-		if _, err := io.Copy(buf, r); err != nil {
-			return nil, fmt.Errorf("gzip payload: %w", err)
-		}
-		return buf.Bytes(), nil
+		r.Multistream(false) // the kernel appends its size after the gzip member
+		return readAllTolerant(r)
 	case bytes.HasPrefix(p, []byte{0x02, 0x21, 0x4c, 0x18}):
-		return unlz4Legacy(body, out)
+		return lz4Legacy(p)
 	case bytes.HasPrefix(p, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		d, err := zstd.NewReader(bytes.NewReader(p))
 		if err != nil {
 			return nil, err
 		}
 		defer d.Close()
-		out, err = d.DecodeAll(body, out)
+		return readAllTolerant(d)
+	case bytes.HasPrefix(p, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		r, err := xz.NewReader(bytes.NewReader(p))
 		if err != nil {
-			return nil, fmt.Errorf("zstd payload: %w", err)
+			return nil, err
 		}
-		return out, nil
-	case bytes.HasPrefix(p, xzMagic):
-		out, err := unxz(body, out)
-		if err != nil {
-			return nil, fmt.Errorf("xz payload: %w", err)
-		}
-		return out, nil
+		return readAllTolerant(r)
 	}
-	// The kernel can also be built with these; name them rather than show bytes.
-	for _, f := range []struct {
-		name  string
-		magic string
-	}{{"bzip2", "BZh"}, {"lzma", "\x5d\x00\x00"}, {"lzo", "\x89LZO"}} {
-		if bytes.HasPrefix(p, []byte(f.magic)) {
-			return nil, fmt.Errorf("bzImage payload is %s-compressed, which is not supported (gzip, lz4, zstd and xz are)", f.name)
-		}
-	}
-	return nil, fmt.Errorf("bzImage payload compressed with an unknown format (magic % x); supported are gzip, lz4, zstd and xz", p[:min(6, len(p))])
+	return nil, fmt.Errorf("bzImage payload compressed with an unsupported format (magic % x): supported are gzip, lz4, zstd, xz", p[:min(6, len(p))])
 }
 
-// unlz4Legacy decodes the LZ4 legacy frame that `lz4 -l` writes for the kernel: the
-// magic, then blocks of (4-byte little-endian compressed size, data), each decompressing
-// to at most 8 MiB. The frame has no end marker; it ends with p, which is why the
-// kernel's size trailer must already be cut off. It appends to out.
-func unlz4Legacy(p, out []byte) ([]byte, error) {
-	const (
-		magic    = 0x184c2102
-		blockMax = 8 << 20
-	)
-	block := make([]byte, blockMax)
-	for len(p) > 0 {
-		if len(p) < 4 {
-			return nil, errors.New("lz4 payload: truncated block header")
-		}
-		n := binary.LittleEndian.Uint32(p)
-		p = p[4:]
-		if n == magic { // the frame's start; lz4 may also start a new frame mid-stream
+// lz4Legacy decodes the LZ4 legacy frame the kernel uses: after the magic, blocks of
+// (4-byte little-endian compressed size, data), each decompressing to at most 8 MiB; the
+// kernel's build appends the 4-byte uncompressed size, which ends the block list.
+func lz4Legacy(p []byte) ([]byte, error) {
+	const blockMax = 8 << 20
+	var out bytes.Buffer
+	buf := make([]byte, blockMax)
+	p = p[4:]
+	for len(p) >= 4 {
+		n := int(binary.LittleEndian.Uint32(p))
+		if n == 0x184c2102 { // a new legacy frame's magic
+			p = p[4:]
 			continue
 		}
-		if int64(n) > int64(len(p)) {
-			return nil, fmt.Errorf("lz4 payload: block of %d bytes, only %d left", n, len(p))
+		if n > len(p)-4 {
+			break // the appended size (or trailing padding), not a block
 		}
-		m, err := lz4.UncompressBlock(p[:n], block)
+		m, err := lz4.UncompressBlock(p[4:4+n], buf)
 		if err != nil {
-			return nil, fmt.Errorf("lz4 payload: %w", err)
+			return nil, fmt.Errorf("lz4 block: %w", err)
 		}
-		out = append(out, block[:m]...)
-		p = p[n:]
+		out.Write(buf[:m])
+		p = p[4+n:]
 	}
-	if len(out) == 0 {
-		return nil, errors.New("lz4 payload: no blocks")
+	if out.Len() == 0 {
+		return nil, errors.New("lz4: no blocks")
+	}
+	return out.Bytes(), nil
+}
+
+// readAllTolerant keeps what was decoded when only trailing data (the kernel's appended
+// size) upsets the decoder.
+func readAllTolerant(r io.Reader) ([]byte, error) {
+	out, err := io.ReadAll(r)
+	if err != nil && !bytes.HasPrefix(out, elfMagic) {
+		return nil, err
 	}
 	return out, nil
 }
