@@ -286,3 +286,13 @@ func parseFiles(copies, keys []string) ([]File, error) {
 	}
 	return files, nil
 }
+
+// Process is what runs in the VM: a command with its environment, working directory and
+// user. A container image's config supplies defaults for what the user left empty.
+type Process struct {
+	Cmd     []string `json:"cmd,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	WorkDir string   `json:"workdir,omitempty"`
+	// User is NAME|UID[:GROUP|GID], resolved in the guest from the image's files.
+	User string `json:"user,omitempty"`
+}
