@@ -26,10 +26,6 @@ func NewConfig(spec vmm.Spec) (*Config, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	if spec.ConsoleLog == "" {
-		// The API socket lives beside the console log.
-		return nil, fmt.Errorf("vmm: console log: empty")
-	}
 	c := &Config{
 		Machine: &models.MachineConfiguration{
 			VcpuCount:  ptr(int64(spec.CPUs)),
@@ -47,15 +43,21 @@ func NewConfig(spec vmm.Spec) (*Config, error) {
 	}
 	seen := map[string]bool{}
 	for i, d := range spec.Disks {
-		if err := checkID(d.Serial); err != nil {
-			return nil, fmt.Errorf("vmm: disk %d serial: %w", i, err)
+		// The guest never sees drive_id (GET_ID answers an id of Firecracker's own), so it
+		// only has to be unique; drives attach in this order.
+		id := d.Serial
+		if id == "" {
+			id = fmt.Sprintf("disk%d", i)
 		}
-		if seen[d.Serial] {
-			return nil, fmt.Errorf("vmm: disk %d serial %q: duplicate", i, d.Serial)
+		if err := checkID(id); err != nil {
+			return nil, fmt.Errorf("vmm: disk %d id: %w", i, err)
 		}
-		seen[d.Serial] = true
+		if seen[id] {
+			return nil, fmt.Errorf("vmm: disk %d id %q: duplicate", i, id)
+		}
+		seen[id] = true
 		c.Drives = append(c.Drives, &models.Drive{
-			DriveID:      ptr(d.Serial),
+			DriveID:      ptr(id),
 			PathOnHost:   ptr(d.Path),
 			IsRootDevice: ptr(false), // the initrd mounts the root itself
 			IsReadOnly:   ptr(d.ReadOnly),

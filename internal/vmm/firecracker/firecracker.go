@@ -2,11 +2,10 @@
 // socket; the VM is then described over Firecracker's REST API (through the SDK's generated
 // client and models) as a sequence of named steps, ending in InstanceStart.
 //
-// Control channel: Firecracker has no virtio-serial, so the guest's control port is vsock
-// port ControlVsockPort (1024) on a device with guest CID VsockGuestCID (3). The host side is
-// Firecracker's hybrid vsock: Firecracker listens on VsockPath(spec) (= spec.ControlSocket +
-// ".vsock"); the host connects there and sends "CONNECT 1024\n" (see DialVsock). Note the
-// direction is the reverse of QEMU's, where QEMU dials the caller's ControlSocket.
+// Control channel: Firecracker has no virtio-serial, so the guest's init connects to the
+// host's vsock port ControlVsockPort (1024); Firecracker forwards that connection to the Unix
+// socket ControlPath(spec), where the instance listens (guest-initiated, as with QEMU, where
+// QEMU connects to the backend's socket). DialVsock is the host-initiated direction.
 //
 // Disks: drive_id is Disk.Serial, but Firecracker answers virtio-blk GET_ID with an id built
 // from the backing file's st_dev/st_rdev/st_ino, not with drive_id, so the guest cannot find a
@@ -24,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/firecracker-microvm/firecracker-go-sdk/client"
@@ -33,18 +31,21 @@ import (
 	httptransport "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
 
+	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 const (
 	// DefaultBinary is the Firecracker executable New looks for when given "".
 	DefaultBinary = "firecracker"
-	// APISocketName is the API socket's name, created beside spec.ConsoleLog.
+	// APISocketName is the API socket's name in the VM's directory.
 	APISocketName = "firecracker.sock"
+	// VsockSocketName is the hybrid vsock's Unix socket in the VM's directory.
+	VsockSocketName = "v.sock"
 	// VsockGuestCID is the guest's vsock context id (0-2 are reserved).
 	VsockGuestCID = 3
 	// ControlVsockPort is the guest-side vsock port of the control channel.
-	ControlVsockPort = 1024
+	ControlVsockPort = vmconfig.DefaultVsockPort
 	// DefaultAPITimeout bounds the wait for the API socket to accept connections.
 	DefaultAPITimeout = 5 * time.Second
 	// requestTimeout bounds each API call; Firecracker answers pre-boot calls in milliseconds.
@@ -84,12 +85,32 @@ func (b *Backend) logger() *slog.Logger {
 }
 
 // APISocketPath is where Start puts Firecracker's API socket for spec.
-func APISocketPath(spec vmm.Spec) string {
-	return filepath.Join(filepath.Dir(spec.ConsoleLog), APISocketName)
+func APISocketPath(spec vmm.Spec) string { return filepath.Join(spec.Dir, APISocketName) }
+
+// VsockPath is the hybrid-vsock Unix socket Firecracker binds for spec's guest.
+func VsockPath(spec vmm.Spec) string { return filepath.Join(spec.Dir, VsockSocketName) }
+
+// ControlPath is where the host listens for the guest's control connection: the guest
+// connects to the host's vsock port ControlVsockPort, which Firecracker forwards to
+// "<uds_path>_<port>" (guest-initiated, so the host never polls a guest that is booting).
+func ControlPath(spec vmm.Spec) string {
+	return fmt.Sprintf("%s_%d", VsockPath(spec), ControlVsockPort)
 }
 
-// VsockPath is the hybrid-vsock Unix socket Firecracker listens on for spec.
-func VsockPath(spec vmm.Spec) string { return spec.ControlSocket + ".vsock" }
+// Cmdline is the kernel command line Firecracker boots spec with: the caller's part, then
+// reboot=k (a guest reboot is how Firecracker exits: it has no ACPI power-off), pci=off,
+// fast i8042 probing (never i8042.nopnp: it breaks SendCtrlAltDel on ACPI guests), and the
+// control transport.
+func (b *Backend) Cmdline(spec vmm.Spec) string {
+	parts := []string{spec.Cmdline, "reboot=k pci=off i8042.noaux i8042.nomux i8042.dumbkbd"}
+	if !spec.NoControl {
+		parts = append(parts, fmt.Sprintf("%s=vsock:%d", vmconfig.ControlParam, ControlVsockPort))
+	}
+	return strings.TrimSpace(strings.Join(parts, " "))
+}
+
+// Caps: Firecracker answers virtio-blk GET_ID with an id of its own, not drive_id.
+func (b *Backend) Caps() vmm.Caps { return vmm.Caps{} }
 
 // maxUnixPath is sun_path's size less the terminating NUL.
 const maxUnixPath = 107
@@ -102,6 +123,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		// rewriting that Start does not do yet.
 		return nil, errors.New("firecracker: starting under the jailer is not supported yet")
 	}
+	spec.Cmdline = b.Cmdline(spec)
 	// Everything the API will be sent is built and validated first, so a bad spec never
 	// starts a process.
 	cfg, err := NewConfig(spec)
@@ -109,7 +131,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		return nil, err
 	}
 	sock := APISocketPath(spec)
-	for _, p := range []string{sock, VsockPath(spec)} {
+	for _, p := range []string{sock, VsockPath(spec), ControlPath(spec)} {
 		if len(p) > maxUnixPath {
 			return nil, fmt.Errorf("firecracker: socket path %q: longer than %d bytes", p, maxUnixPath)
 		}
@@ -118,45 +140,41 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
+	inst := &instance{consolePath: spec.ConsoleLog, sock: sock, vsock: VsockPath(spec)}
+	if !spec.NoControl {
+		if inst.control, err = net.Listen("unix", ControlPath(spec)); err != nil {
+			return nil, fmt.Errorf("firecracker: control socket: %w", err)
+		}
+	}
 	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
+		inst.removeFiles()
 		return nil, fmt.Errorf("firecracker: console log: %w", err)
 	}
-	cmd := exec.Command(b.Binary, "--api-sock", sock)
 	// The serial console is Firecracker's stdout; its own log lines go to stderr. Both are
 	// the VM's story, so they share the console log.
-	cmd.Stdout = console
-	cmd.Stderr = console
-	// Own process group: a terminal Ctrl-C reaches us and we stop the VM in order.
-	// Pdeathsig: if we die, the VM dies with us instead of running unowned.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		console.Close()
-		return nil, fmt.Errorf("start %s: %w", b.Binary, err)
+	inst.proc, err = vmm.StartProcess(spec, b.Binary, []string{"--api-sock", sock}, console)
+	if err != nil {
+		inst.removeFiles()
+		return nil, err
 	}
-	inst := &instance{cmd: cmd, done: make(chan struct{}), consolePath: spec.ConsoleLog, sock: sock}
-	go func() {
-		inst.err = cmd.Wait()
-		console.Close()
-		os.Remove(sock)
-		close(inst.done)
-	}()
-	log := b.logger().With("vm", spec.ID, "pid", cmd.Process.Pid)
+	go func() { <-inst.proc.Done(); inst.removeFiles() }()
+	log := b.logger().With("vm", spec.ID, "pid", inst.proc.Pid())
 	log.Debug("firecracker started", "binary", b.Binary, "api_sock", sock)
 
 	fail := func(err error) (vmm.Instance, error) {
 		inst.Kill()
-		<-inst.done
-		log.Debug("firecracker killed after failed start", "err", err)
+		<-inst.proc.Done()
+		log.Debug("firecracker killed after failed start", "error", err)
 		return nil, err
 	}
 	timeout := b.APITimeout
 	if timeout <= 0 {
 		timeout = DefaultAPITimeout
 	}
-	if err := waitForAPI(ctx, sock, timeout, inst.done); err != nil {
-		if inst.exited() {
-			return fail(fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.err, consoleTail(spec.ConsoleLog)))
+	if err := waitForAPI(ctx, sock, timeout, inst.proc.Done()); err != nil {
+		if inst.proc.Exited() {
+			return fail(fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog)))
 		}
 		return fail(fmt.Errorf("firecracker: %w", err))
 	}
@@ -215,42 +233,60 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 }
 
 type instance struct {
-	cmd         *exec.Cmd
-	done        chan struct{}
-	err         error // set before done closes
+	proc        *vmm.Process
+	control     net.Listener
 	consolePath string
 	sock        string
+	vsock       string
 }
 
-func (i *instance) Pid() int { return i.cmd.Process.Pid }
+func (i *instance) Pid() int { return i.proc.Pid() }
 
-func (i *instance) exited() bool {
-	select {
-	case <-i.done:
-		return true
-	default:
-		return false
+func (i *instance) Control(ctx context.Context) (net.Conn, error) {
+	if i.control == nil {
+		return nil, vmm.ErrNoControl
 	}
+	return vmm.AcceptControl(ctx, i.control, i.proc)
 }
 
-// Wait reports the process's exit: Firecracker exits 0 when the guest shuts down (reboot
-// with reboot=k is how a guest "powers off" on Firecracker).
+// removeFiles removes the sockets of this instance once Firecracker has gone.
+func (i *instance) removeFiles() {
+	if i.control != nil {
+		i.control.Close()
+	}
+	os.Remove(i.sock)
+	os.Remove(i.vsock)
+}
+
+// Wait reports the process's exit: Firecracker exits 0 when the guest reboots (reboot=k),
+// which is how a guest ends its VM on Firecracker.
 func (i *instance) Wait() error {
-	<-i.done
-	if i.err != nil {
-		return fmt.Errorf("firecracker: %v%s", i.err, consoleTail(i.consolePath))
+	if err := i.proc.Err(); err != nil {
+		return fmt.Errorf("firecracker: %v%s", err, consoleTail(i.consolePath))
 	}
 	return nil
 }
 
-func (i *instance) Kill() error {
-	if i.exited() {
+func (i *instance) Kill() error { return i.proc.Kill() }
+
+// Shutdown sends Ctrl-Alt-Del through the API (x86, after boot): our init stops its
+// workload and reboots, systemd reboots; either way Firecracker exits.
+func (i *instance) Shutdown(ctx context.Context) error {
+	if i.proc.Exited() {
 		return nil
 	}
-	if err := i.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
+	api, tr := newAPIClient(i.sock)
+	defer tr.CloseIdleConnections()
+	action := models.InstanceActionInfoActionTypeSendCtrlAltDel
+	_, err := api.CreateSyncAction(&operations.CreateSyncActionParams{
+		Context: ctx, Info: &models.InstanceActionInfo{ActionType: &action},
+	})
+	if err != nil && !i.proc.Exited() {
+		i.proc.Kill()
+		<-i.proc.Done()
+		return fmt.Errorf("firecracker: SendCtrlAltDel: %w; killed", apiError(err))
 	}
-	return nil
+	return i.proc.WaitOrKill(ctx)
 }
 
 // consoleTail is the console log's last lines, for errors: Firecracker explains failures there.

@@ -50,8 +50,8 @@ func testSpec(t *testing.T, opts fakeOptions) vmm.Spec {
 			{TAP: "fgtap0", MAC: "02:fc:00:00:00:01"},
 			{TAP: "fgtap1", MAC: "02:fc:00:00:00:02"},
 		},
-		ControlSocket: filepath.Join(dir, "control.sock"),
-		ConsoleLog:    filepath.Join(dir, "console.log"),
+		Dir:        dir,
+		ConsoleLog: filepath.Join(dir, "console.log"),
 	}
 }
 
@@ -152,7 +152,7 @@ func TestStartWaitConfiguresInOrder(t *testing.T) {
 	}
 	var bs models.BootSource
 	body(1, &bs)
-	if *bs.KernelImagePath != spec.Kernel || bs.InitrdPath != spec.Initrd || bs.BootArgs != spec.Cmdline {
+	if *bs.KernelImagePath != spec.Kernel || bs.InitrdPath != spec.Initrd || bs.BootArgs != fakeBackend().Cmdline(spec) {
 		t.Errorf("boot-source: %+v", bs)
 	}
 	for i, d := range spec.Disks {
@@ -171,7 +171,7 @@ func TestStartWaitConfiguresInOrder(t *testing.T) {
 	}
 	var vs models.Vsock
 	body(6, &vs)
-	if *vs.GuestCid != 3 || *vs.UdsPath != spec.ControlSocket+".vsock" {
+	if *vs.GuestCid != 3 || *vs.UdsPath != filepath.Join(spec.Dir, "v.sock") {
 		t.Errorf("vsock: cid %d uds %s", *vs.GuestCid, *vs.UdsPath)
 	}
 	var act models.InstanceActionInfo
@@ -200,14 +200,13 @@ func TestStartRejectsBadSpecBeforeProcess(t *testing.T) {
 	}{
 		{"zero cpus", func(s *vmm.Spec) { s.CPUs = 0 }, "cpus"},
 		{"too many cpus", func(s *vmm.Spec) { s.CPUs = 33 }, "vcpu_count"},
-		{"empty serial", func(s *vmm.Spec) { s.Disks[0].Serial = "" }, "serial"},
-		{"serial with dash", func(s *vmm.Spec) { s.Disks[1].Serial = "fg-scratch" }, "serial"},
+		{"id with dash", func(s *vmm.Spec) { s.Disks[1].Serial = "fg-scratch" }, "id"},
 		{"duplicate serial", func(s *vmm.Spec) { s.Disks[1].Serial = s.Disks[0].Serial }, "duplicate"},
 		{"no console log", func(s *vmm.Spec) { s.ConsoleLog = "" }, "console"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := testSpec(t, fakeOptions{})
-			dir := filepath.Dir(spec.ControlSocket)
+			dir := spec.Dir
 			tc.modify(&spec)
 			_, err := fakeBackend().Start(startCtx(t), spec)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

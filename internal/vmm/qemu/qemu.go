@@ -1,18 +1,21 @@
 // Package qemu runs VMs under qemu-system-x86_64: -M microvm with KVM where KVM really
 // works, -M q35 with virtio-pci under TCG everywhere else (microvm hangs at boot under
-// TCG one run in five).
+// TCG unless the guest is told the TSC rate).
 package qemu
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -22,6 +25,13 @@ import (
 
 // Binary is the QEMU system emulator we drive.
 const Binary = "qemu-system-x86_64"
+
+// Files the backend keeps in the VM's directory while QEMU runs.
+const (
+	ControlSocket = "control.sock" // QEMU connects the guest's virtio-serial port here
+	QMPSocket     = "qmp.sock"     // QEMU's machine protocol, for Ctrl-Alt-Del
+	StderrSuffix  = ".qemu"        // QEMU's own complaints, beside the console log
+)
 
 // Accel is how QEMU executes guest code.
 type Accel string
@@ -37,7 +47,9 @@ type Backend struct {
 	Accel Accel
 }
 
-// New finds QEMU and picks the accelerator: accel "" probes, "kvm"/"tcg" force one.
+// New finds QEMU and picks the accelerator: accel "" probes, "kvm"/"tcg" force one. A
+// forced kvm on a host whose CPU shows no vmx/svm is refused at once: the guest would
+// crawl and die of emulation failures instead.
 func New(accel string) (*Backend, error) {
 	path, err := exec.LookPath(Binary)
 	if err != nil {
@@ -47,10 +59,15 @@ func New(accel string) (*Backend, error) {
 	switch accel {
 	case "":
 		b.Accel = ProbeAccel("/proc/cpuinfo", "/dev/kvm")
-	case string(AccelKVM), string(AccelTCG):
-		b.Accel = Accel(accel)
+	case string(AccelTCG):
+		b.Accel = AccelTCG
+	case string(AccelKVM):
+		if err := kvmUsable("/proc/cpuinfo", "/dev/kvm"); err != nil {
+			return nil, fmt.Errorf("--accel kvm: %w", err)
+		}
+		b.Accel = AccelKVM
 	default:
-		return nil, fmt.Errorf("accel: %q, want kvm, tcg or empty to probe", accel)
+		return nil, fmt.Errorf("--accel: %q, want kvm, tcg or empty to probe", accel)
 	}
 	return b, nil
 }
@@ -59,9 +76,17 @@ func New(accel string) (*Backend, error) {
 // answers. A PVM-based nested /dev/kvm (no vmx/svm flag) opens fine but dies with emulation
 // failures on a stock kernel, so the flag is the deciding test.
 func ProbeAccel(cpuinfo, kvmDev string) Accel {
+	if kvmUsable(cpuinfo, kvmDev) != nil {
+		return AccelTCG
+	}
+	return AccelKVM
+}
+
+// kvmUsable says why KVM cannot run stock guests here, or nil when it can.
+func kvmUsable(cpuinfo, kvmDev string) error {
 	data, err := os.ReadFile(cpuinfo)
 	if err != nil {
-		return AccelTCG
+		return err
 	}
 	hasVirt := false
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -79,25 +104,37 @@ func ProbeAccel(cpuinfo, kvmDev string) Accel {
 		break
 	}
 	if !hasVirt {
-		return AccelTCG
+		return errors.New("the CPU shows no vmx or svm flag (no usable hardware virtualisation; use tcg)")
 	}
 	f, err := os.OpenFile(kvmDev, os.O_RDWR, 0)
 	if err != nil {
-		return AccelTCG
+		return fmt.Errorf("%s: %w", kvmDev, err)
 	}
 	defer f.Close()
 	// KVM_GET_API_VERSION: 12 on every kernel since 2.6.22.
 	const kvmGetAPIVersion = 0xAE00
-	v, err := unix.IoctlRetInt(int(f.Fd()), kvmGetAPIVersion)
-	if err != nil || v != 12 {
-		return AccelTCG
+	if v, err := unix.IoctlRetInt(int(f.Fd()), kvmGetAPIVersion); err != nil || v != 12 {
+		return fmt.Errorf("%s does not answer KVM_GET_API_VERSION", kvmDev)
 	}
-	return AccelKVM
+	return nil
 }
 
 func (b *Backend) Name() string { return "qemu-" + string(b.Accel) }
 
-// Args is the QEMU command line for spec; exported for tests and `--dry-run` style output.
+// Caps: QEMU gives virtio disks the serial we ask for.
+func (b *Backend) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true} }
+
+// Cmdline is the kernel command line QEMU boots spec with: the caller's part, then the
+// control transport init must open and reboot=k (a guest reboot ends QEMU: -no-reboot).
+func (b *Backend) Cmdline(spec vmm.Spec) string {
+	parts := []string{spec.Cmdline, "reboot=k"}
+	if !spec.NoControl {
+		parts = append(parts, vmconfig.ControlParam+"=virtio-serial:"+vmconfig.ControlPortName)
+	}
+	return strings.TrimSpace(strings.Join(parts, " "))
+}
+
+// Args is the QEMU command line for spec; exported for tests.
 func (b *Backend) Args(spec vmm.Spec) []string {
 	// microvm has no PCI bus: its devices are virtio-mmio ("-device" suffix).
 	machine, bus := "q35,accel=tcg", "pci"
@@ -112,11 +149,12 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		"-m", strconv.Itoa(spec.MemoryMiB) + "M",
 		"-nodefaults", "-no-user-config",
 		"-display", "none", "-monitor", "none",
+		"-qmp", "unix:" + escapeOpt(filepath.Join(spec.Dir, QMPSocket)) + ",server=on,wait=off",
 		"-serial", "file:" + spec.ConsoleLog,
-		// The guest powering off or panicking ends the process: no reboots, no lingering VMs.
+		// A guest reboot or panic ends the process: no reboots, no lingering VMs.
 		"-no-reboot",
 		"-kernel", spec.Kernel,
-		"-append", spec.Cmdline,
+		"-append", b.Cmdline(spec),
 		"-device", "virtio-rng-" + bus,
 	}
 	if b.Accel == AccelTCG && spec.CPUs > 1 {
@@ -131,7 +169,11 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
-		args = append(args, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-%s,drive=%s,serial=%s", bus, id, d.Serial))
+		dev := fmt.Sprintf("virtio-blk-%s,drive=%s", bus, id)
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		args = append(args, "-drive", drive, "-device", dev)
 	}
 	for i, n := range spec.NICs {
 		id := fmt.Sprintf("net%d", i)
@@ -139,75 +181,139 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 			"-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", id, n.TAP),
 			"-device", fmt.Sprintf("virtio-net-%s,netdev=%s,mac=%s", bus, id, n.MAC))
 	}
-	args = append(args,
-		"-device", "virtio-serial-"+bus+",id=vser0",
-		// QEMU connects to the caller's socket as a client: it is listening before we start.
-		"-chardev", "socket,id=ctl,path="+escapeOpt(spec.ControlSocket),
-		"-device", "virtserialport,bus=vser0.0,chardev=ctl,name="+vmconfig.ControlPortName,
-	)
+	if !spec.NoControl {
+		args = append(args,
+			"-device", "virtio-serial-"+bus+",id=vser0",
+			// QEMU connects to the backend's socket as a client: it listens before QEMU starts.
+			"-chardev", "socket,id=ctl,path="+escapeOpt(filepath.Join(spec.Dir, ControlSocket)),
+			"-device", "virtserialport,bus=vser0.0,chardev=ctl,name="+vmconfig.ControlPortName,
+		)
+	}
 	return args
 }
 
 // escapeOpt doubles commas, QEMU's option-value escape.
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
-// Start launches QEMU. Its stderr goes to the console log's neighbour so that QEMU's own
+// Start launches QEMU. Its stderr goes beside the console log so that QEMU's own
 // complaints are kept with the VM.
 func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	stderr, err := os.OpenFile(spec.ConsoleLog+".qemu", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	inst := &instance{spec: spec, stderrPath: spec.ConsoleLog + StderrSuffix}
+	if !spec.NoControl {
+		ln, err := net.Listen("unix", filepath.Join(spec.Dir, ControlSocket))
+		if err != nil {
+			return nil, fmt.Errorf("qemu: control socket: %w", err)
+		}
+		inst.control = ln
+	}
+	stderr, err := os.OpenFile(inst.stderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
+		inst.removeFiles()
 		return nil, err
 	}
-	cmd := exec.Command(b.Path, b.Args(spec)...)
-	cmd.Stderr = stderr
-	cmd.Stdout = stderr
-	// Its own process group: a Ctrl-C on the terminal reaches us, and we stop the VM in order.
-	// Pdeathsig: if we die, the VM dies with us instead of running unowned.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		stderr.Close()
-		return nil, fmt.Errorf("start %s: %w", b.Path, err)
+	inst.proc, err = vmm.StartProcess(spec, b.Path, b.Args(spec), stderr)
+	if err != nil {
+		inst.removeFiles()
+		return nil, err
 	}
-	inst := &instance{cmd: cmd, done: make(chan struct{}), stderrPath: stderr.Name()}
-	go func() {
-		inst.err = cmd.Wait()
-		stderr.Close()
-		close(inst.done)
-	}()
+	go func() { <-inst.proc.Done(); inst.removeFiles() }()
 	return inst, nil
 }
 
 type instance struct {
-	cmd        *exec.Cmd
-	done       chan struct{}
-	err        error
+	spec       vmm.Spec
+	proc       *vmm.Process
+	control    net.Listener
 	stderrPath string
 }
 
-func (i *instance) Pid() int { return i.cmd.Process.Pid }
+func (i *instance) Pid() int { return i.proc.Pid() }
+
+func (i *instance) Control(ctx context.Context) (net.Conn, error) {
+	if i.control == nil {
+		return nil, vmm.ErrNoControl
+	}
+	return vmm.AcceptControl(ctx, i.control, i.proc)
+}
+
+// removeFiles removes the sockets the instance made; the stderr log stays with the VM.
+func (i *instance) removeFiles() {
+	if i.control != nil {
+		i.control.Close() // a Unix listener removes its socket file on Close
+	}
+	os.Remove(filepath.Join(i.spec.Dir, QMPSocket))
+}
 
 func (i *instance) Wait() error {
-	<-i.done
-	if i.err != nil {
+	if err := i.proc.Err(); err != nil {
 		msg, _ := os.ReadFile(i.stderrPath)
 		if s := strings.TrimSpace(string(msg)); s != "" {
-			return fmt.Errorf("qemu: %v: %s", i.err, lastLines(s, 3))
+			return fmt.Errorf("qemu: %v: %s", err, lastLines(s, 3))
 		}
-		return fmt.Errorf("qemu: %w", i.err)
+		return fmt.Errorf("qemu: %w", err)
 	}
 	return nil
 }
 
-func (i *instance) Kill() error {
-	select {
-	case <-i.done:
+func (i *instance) Kill() error { return i.proc.Kill() }
+
+// Shutdown presses Ctrl-Alt-Del on the guest's keyboard through QMP: our init (which turned
+// the kernel's own Ctrl-Alt-Del handling off) stops its workload and reboots; systemd
+// reboots. -no-reboot turns the reboot into QEMU's exit.
+func (i *instance) Shutdown(ctx context.Context) error {
+	if i.proc.Exited() {
 		return nil
-	default:
 	}
-	return i.cmd.Process.Kill()
+	if err := sendCtrlAltDel(ctx, filepath.Join(i.spec.Dir, QMPSocket)); err != nil && !i.proc.Exited() {
+		i.proc.Kill()
+		<-i.proc.Done()
+		return fmt.Errorf("qemu: Ctrl-Alt-Del: %w; killed", err)
+	}
+	return i.proc.WaitOrKill(ctx)
+}
+
+// sendCtrlAltDel speaks just enough QMP: greeting, capabilities, one send-key.
+func sendCtrlAltDel(ctx context.Context, sock string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	c.SetDeadline(deadline)
+	r := bufio.NewReader(c)
+	if _, err := r.ReadBytes('\n'); err != nil { // {"QMP": {...}}
+		return fmt.Errorf("QMP greeting: %w", err)
+	}
+	for _, cmd := range []string{
+		`{"execute":"qmp_capabilities"}`,
+		`{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}`,
+	} {
+		if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+			return err
+		}
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return fmt.Errorf("QMP: %w", err)
+			}
+			if bytes.Contains(line, []byte(`"error"`)) {
+				return fmt.Errorf("QMP: %s", bytes.TrimSpace(line))
+			}
+			if bytes.Contains(line, []byte(`"return"`)) {
+				break
+			}
+			// {"event": ...} lines may come first.
+		}
+	}
+	return nil
 }
 
 func lastLines(s string, n int) string {

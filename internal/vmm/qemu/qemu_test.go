@@ -13,15 +13,15 @@ func TestArgsTCGUsesQ35AndVirtioPCI(t *testing.T) {
 	b := &Backend{Path: "qemu-system-x86_64", Accel: AccelTCG}
 	args := strings.Join(b.Args(vmm.Spec{
 		ID: "abc", CPUs: 2, MemoryMiB: 512, Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0",
-		Disks:         []vmm.Disk{{Path: "/d,with,commas", Serial: "root"}},
-		NICs:          []vmm.NIC{{TAP: "tap0123456789a", MAC: "02:fc:00:00:00:01"}},
-		ControlSocket: "/run/c.sock", ConsoleLog: "/run/console.log",
+		Disks: []vmm.Disk{{Path: "/d,with,commas", Serial: "root"}},
+		NICs:  []vmm.NIC{{TAP: "tap0123456789a", MAC: "02:fc:00:00:00:01"}},
+		Dir:   "/run", ConsoleLog: "/run/console.log",
 	}), " ")
 	for _, want := range []string{
 		"-machine q35,accel=tcg", "-smp 2", "-m 512M", "-no-reboot", "-accel tcg,thread=multi",
 		"file=/d,,with,,commas", "virtio-blk-pci,drive=disk0,serial=root",
 		"tap,id=net0,ifname=tap0123456789a,script=no,downscript=no", "virtio-net-pci,netdev=net0,mac=02:fc:00:00:00:01",
-		"socket,id=ctl,path=/run/c.sock", "name=org.firegopher.ctl",
+		"socket,id=ctl,path=/run/control.sock", "reboot=k", "firegopher.control=virtio-serial:org.firegopher.ctl", "qmp.sock,server=on,wait=off", "name=org.firegopher.ctl",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args lack %q:\n%s", want, args)

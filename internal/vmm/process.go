@@ -1,0 +1,134 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// Process is a VMM process as every backend runs it: tagged with its VM's directory, in a
+// process group of its own (a terminal's Ctrl-C reaches the supervisor, which stops the VM
+// in order), and killed by the kernel if the supervisor dies.
+type Process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // set before done closes
+}
+
+// StartProcess starts path with args for spec's VM; out receives its stdout and stderr
+// (nil: discarded) and is closed when the process ends; env is added to ours.
+func StartProcess(spec Spec, path string, args []string, out *os.File, env ...string) (*Process, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(append(os.Environ(), ProcessTagEnv+"="+spec.Dir), env...)
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		if out != nil {
+			out.Close()
+		}
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	p := &Process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		if out != nil {
+			out.Close()
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited and been reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Exited says whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is the process's exit error once Done is closed (nil for exit status 0).
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
+}
+
+// Kill sends SIGKILL unless the process has already ended.
+func (p *Process) Kill() error {
+	if p.Exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// Signal sends sig unless the process has already ended.
+func (p *Process) Signal(sig os.Signal) error {
+	if p.Exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// WaitOrKill waits for the process to exit; when ctx ends first it kills it. It returns
+// ctx's error in that case, so a caller can tell a clean stop from a forced one.
+func (p *Process) WaitOrKill(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.Kill()
+		<-p.done
+		return ctx.Err()
+	}
+}
+
+// AcceptControl waits on ln for the guest's control connection (the VMM or the guest
+// connects to the host), or for the process to exit, or for ctx to end.
+func AcceptControl(ctx context.Context, ln net.Listener, p *Process) (net.Conn, error) {
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() { c, err := ln.Accept(); ch <- accepted{c, err} }()
+	select {
+	case a := <-ch:
+		return a.c, a.err
+	case <-p.done:
+		// The VMM may have connected just before dying: prefer the connection.
+		select {
+		case a := <-ch:
+			if a.err == nil {
+				return a.c, nil
+			}
+		default:
+		}
+		ln.Close()
+		return nil, errors.New("the VMM exited before the guest connected")
+	case <-ctx.Done():
+		ln.Close()
+		if a := <-ch; a.err == nil {
+			a.c.Close()
+		}
+		return nil, fmt.Errorf("the guest did not connect: %w", ctx.Err())
+	}
+}
