@@ -10,13 +10,12 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-)
 
-// Exit codes of firegopher's own failures, following docker run: the workload's own code
-// passes through untouched.
-const (
-	exitFiregopherError = 125
-	exitInterrupted     = 130
+	"github.com/firegopher/firegopher/internal/exitcode"
+	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/supervisor"
+	"github.com/firegopher/firegopher/internal/vmm"
+	"github.com/firegopher/firegopher/internal/vmm/qemu"
 )
 
 // exitCode carries the workload's exit status out of a command.
@@ -38,7 +37,29 @@ func (g *globalFlags) logger() *slog.Logger {
 }
 
 func (g *globalFlags) cacheDir() string { return filepath.Join(g.stateDir, "cache") }
-func (g *globalFlags) vmsDir() string   { return filepath.Join(g.stateDir, "vms") }
+
+// host is the state directory as the supervisor library sees it.
+func (g *globalFlags) host() (*supervisor.Host, error) {
+	dir, err := filepath.Abs(g.stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	return &supervisor.Host{StateDir: dir, Log: g.logger(), Backend: newBackend}, nil
+}
+
+// backends are the VMM backends this binary can drive, by --vmm name ("" = the default).
+var backends = map[string]func(spec.VMM) (vmm.Backend, error){
+	"":     func(v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
+	"qemu": func(v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
+}
+
+func newBackend(v spec.VMM) (vmm.Backend, error) {
+	b, ok := backends[v.Backend]
+	if !ok {
+		return nil, fmt.Errorf("--vmm: %q, want qemu", v.Backend)
+	}
+	return b(v)
+}
 
 func defaultStateDir() string {
 	if d := os.Getenv("FIREGOPHER_STATE_DIR"); d != "" {
@@ -75,9 +96,9 @@ func main() {
 		os.Exit(int(code))
 	case errors.Is(err, errInterrupted):
 		fmt.Fprintln(os.Stderr, "firegopher: interrupted; the VM was stopped")
-		os.Exit(exitInterrupted)
+		os.Exit(exitcode.Interrupted)
 	default:
 		fmt.Fprintf(os.Stderr, "firegopher: %v\n", err)
-		os.Exit(exitFiregopherError)
+		os.Exit(exitcode.FiregopherError)
 	}
 }

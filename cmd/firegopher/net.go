@@ -13,36 +13,17 @@ import (
 	"github.com/firegopher/firegopher/internal/network"
 	"github.com/firegopher/firegopher/internal/network/dhcp"
 	"github.com/firegopher/firegopher/internal/network/firewall"
-	"github.com/firegopher/firegopher/internal/supervisor"
+	"github.com/firegopher/firegopher/internal/spec"
 )
 
-type netFlags struct {
-	enabled     bool
-	pool        string
-	dhcpMode    string
-	dns         []string
-	mtu         int
-	allowVMToVM bool
-}
-
-func (n *netFlags) register(fl *pflag.FlagSet) {
-	fl.BoolVar(&n.enabled, "net", false, "give the VM a network: a TAP with a /30 from --pool, NAT to the outside")
-	fl.StringVar(&n.pool, "pool", network.DefaultPool.String(), "address pool the VM's /30 comes from")
-	fl.StringVar(&n.dhcpMode, "dhcp", supervisor.DHCPEmbedded, "how the guest gets its address: embedded, dnsmasq or static")
-	fl.StringSliceVar(&n.dns, "dns", nil, "DNS servers for the guest (default 1.1.1.1)")
-	fl.IntVar(&n.mtu, "mtu", 0, "MTU of the VM's interface (default: the kernel's)")
-	fl.BoolVar(&n.allowVMToVM, "allow-vm-traffic", false, "let VMs reach each other (host-wide)")
-}
-
-func (n *netFlags) launch(g *globalFlags) (*supervisor.NetLaunch, error) {
-	if n.mtu != 0 && (n.mtu < 576 || n.mtu > 65535) {
-		return nil, fmt.Errorf("--mtu: %d, want 576 to 65535", n.mtu)
-	}
-	l := &supervisor.NetLaunch{
-		Pool: n.pool, DB: filepath.Join(g.stateDir, "network.db"), DHCP: n.dhcpMode,
-		DNS: n.dns, MTU: n.mtu, AllowVMToVM: n.allowVMToVM,
-	}
-	return l, supervisor.ValidateNet(*l)
+// registerNetFlags adds the network flags of run (and of anything else that makes a VM).
+func registerNetFlags(fl *pflag.FlagSet, n *spec.NetFlags) {
+	fl.BoolVar(&n.Enabled, "net", false, "give the VM a network: a TAP with a /30 from --pool, NAT to the outside")
+	fl.StringVar(&n.Pool, "pool", network.DefaultPool.String(), "address pool the VM's /30 comes from")
+	fl.StringVar(&n.DHCP, "dhcp", string(spec.DHCPEmbedded), "how the guest gets its address: embedded, dnsmasq or static")
+	fl.StringSliceVar(&n.DNS, "dns", nil, "DNS servers for the guest (default 1.1.1.1)")
+	fl.IntVar(&n.MTU, "mtu", 0, "MTU of the VM's interface (default: the kernel's)")
+	fl.BoolVar(&n.AllowVMToVM, "allow-vm-traffic", false, "let VMs reach each other (host-wide)")
 }
 
 func parsePool(s string) (netip.Prefix, error) {

@@ -15,20 +15,15 @@ import (
 
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/assets/oci"
+	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
-	"github.com/firegopher/firegopher/internal/supervisor"
-	"github.com/firegopher/firegopher/internal/vmconfig"
-	"github.com/firegopher/firegopher/internal/vmm/qemu"
 )
 
 var errInterrupted = errors.New("interrupted")
 
 func newRunCommand(g *globalFlags) *cobra.Command {
 	var f spec.RunFlags
-	var accel string
 	var detach bool
-	var nf netFlags
-	var system bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
@@ -37,18 +32,11 @@ func newRunCommand(g *globalFlags) *cobra.Command {
   firegopher run -d --name web -- python3 -m http.server`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.Cmd = args
-			r, err := spec.ParseRun(f)
+			m, err := spec.ParseRun(f)
 			if err != nil {
 				return err
 			}
-			var net *supervisor.NetLaunch
-			if nf.enabled {
-				if net, err = nf.launch(g); err != nil {
-					return err
-				}
-			}
-			r.System = system
-			return run(cmd.Context(), g, r, accel, detach, net)
+			return run(cmd.Context(), g, m, detach)
 		},
 	}
 	fl := cmd.Flags()
@@ -64,21 +52,23 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVar(&f.AuthorizedKeys, "authorized-key", nil, "add an SSH public key file to root's authorized_keys (repeatable)")
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
 	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
-	fl.BoolVar(&system, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
-	fl.StringVar(&accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
-	nf.register(fl)
+	fl.BoolVar(&f.System, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
+	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: qemu (default; env FIREGOPHER_VMM)")
+	fl.StringVar(&f.Accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
+	registerNetFlags(fl, &f.Net)
 	return cmd
 }
 
-func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach bool, net *supervisor.NetLaunch) error {
+func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool) error {
 	log := g.logger()
-	if r.System && len(r.Cmd) > 0 {
-		return errors.New("--system: a system VM runs the image's own init, not a command")
+	if m.Mode == spec.ModeApp && len(m.Process.Cmd) == 0 && (m.Image.Path != "" || m.Image.Name == "default") {
+		return applyImageDefaults(&m.Process, nil) // no image config can supply one: say so before any work
 	}
-	if !r.System && len(r.Cmd) == 0 && (r.Image.Path != "" || r.Image.Name == "default") {
-		return applyImageDefaults(r, nil) // no image config can supply one: say so before any work
+	h, err := g.host()
+	if err != nil {
+		return err
 	}
-	if _, err := qemu.New(accel); err != nil {
+	if _, err := h.Backend(m.VMM); err != nil {
 		return err
 	}
 	initBin, err := findInit()
@@ -88,90 +78,44 @@ func run(ctx context.Context, g *globalFlags, r *spec.Run, accel string, detach 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 
-	store, err := assets.Open(g.cacheDir())
+	store, err := h.Store()
 	if err != nil {
 		return err
 	}
-	kernelDigest, _, err := resolveKernel(ctx, store, r.Kernel, log)
+	kernelDigest, _, err := resolveKernel(ctx, store, m.Kernel, log)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	rootfs, imageConfig, err := resolveImage(ctx, store, r.Image, log)
+	rootfs, imageConfig, err := resolveImage(ctx, store, m.Image, log)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	if !r.System {
-		if err := applyImageDefaults(r, imageConfig); err != nil {
+	if m.Mode == spec.ModeApp {
+		if err := applyImageDefaults(&m.Process, imageConfig); err != nil {
 			return err
 		}
 	}
-	st, err := g.state()
+	m.Assets = &spec.Assets{Kernel: string(kernelDigest), Rootfs: rootfs, Init: initBin}
+	created, err := h.Create(m, detach)
 	if err != nil {
-		return err
-	}
-	id := supervisor.NewID()
-	hostname := r.Name
-	if hostname == "" {
-		hostname = id
-	}
-	launch := supervisor.Launch{
-		CacheDir: g.cacheDir(), KernelRef: kernelDigest, Rootfs: rootfs, InitBinary: initBin,
-		Accel: accel, CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(),
-		Config: vmconfig.Config{
-			Version: vmconfig.Version, Mode: mode(r), Hostname: hostname,
-			Root: vmconfig.Disk{Serial: supervisor.RootSerial, FSType: "ext4"},
-			Cmd:  r.Cmd, Env: r.Env, WorkDir: r.WorkDir, User: r.User,
-			Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: 65536, Hard: 65536}},
-		},
-	}
-	for _, f := range r.Files {
-		launch.Config.Files = append(launch.Config.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})
-	}
-	if net != nil {
-		n := *net
-		n.RunID, n.Machine = id, hostname
-		launch.Network = &n
-	}
-	rec, err := newRecord(g, id, r, launch, detach)
-	if err != nil {
-		return err
-	}
-	// The directory is locked before the record exists: gc never finds the VM unowned.
-	lock, err := supervisor.ClaimDir(g.vmsDir(), id)
-	if err != nil {
-		return err
-	}
-	if err := st.Create(rec); err != nil {
-		lock.Close()
-		os.RemoveAll(rec.Dir)
 		return err
 	}
 	if detach {
-		return startDetached(ctx, g, rec, lock)
+		if err := created.StartDetached(g.superviseArgv(m.ID)); err != nil {
+			return err
+		}
+		fmt.Println(m.ID)
+		return nil
 	}
-	vm, err := supervisor.NewVM(id, rec.Dir, launch, log)
-	if err != nil {
-		st.Delete(id)
-		os.RemoveAll(rec.Dir)
-		lock.Close()
-		return err
-	}
-	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Stdout: os.Stdout, Stderr: os.Stderr, AutoRemove: true, Lock: lock})
+	exit, err := created.Run(ctx, os.Stdout, os.Stderr)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	if exit.Code == 125 && exit.Error != "" {
+	if exit.Code == exitcode.FiregopherError && exit.Error != "" {
 		// init itself failed (bad config, missing disk): say so, the workload never ran.
 		return fmt.Errorf("guest init: %s", exit.Error)
 	}
 	return exitCode(exit.Code)
-}
-
-func mode(r *spec.Run) vmconfig.Mode {
-	if r.System {
-		return vmconfig.ModeSystem
-	}
-	return vmconfig.ModeApp
 }
 
 // interrupted maps any error after a Ctrl-C to errInterrupted.
@@ -262,21 +206,21 @@ func insecureRegistry(ref string) bool {
 // applyImageDefaults merges a container image's config under what the user gave, the way
 // docker run does: the user's command replaces Cmd, Entrypoint stays in front; image Env
 // comes first so the user's --env wins.
-func applyImageDefaults(r *spec.Run, c *assets.ImageConfig) error {
+func applyImageDefaults(p *spec.Process, c *assets.ImageConfig) error {
 	if c != nil {
-		if len(r.Cmd) == 0 {
-			r.Cmd = c.Cmd
+		if len(p.Cmd) == 0 {
+			p.Cmd = c.Cmd
 		}
-		r.Cmd = append(append([]string(nil), c.Entrypoint...), r.Cmd...)
-		r.Env = append(append([]string(nil), c.Env...), r.Env...)
-		if r.WorkDir == "" {
-			r.WorkDir = c.WorkingDir
+		p.Cmd = append(append([]string(nil), c.Entrypoint...), p.Cmd...)
+		p.Env = append(append([]string(nil), c.Env...), p.Env...)
+		if p.WorkDir == "" {
+			p.WorkDir = c.WorkingDir
 		}
-		if r.User == "" {
-			r.User = c.User
+		if p.User == "" {
+			p.User = c.User
 		}
 	}
-	if len(r.Cmd) == 0 {
+	if len(p.Cmd) == 0 {
 		return errors.New("no command: usage: firegopher run [flags] -- CMD [ARGS...] (the image has no default command)")
 	}
 	return nil

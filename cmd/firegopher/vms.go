@@ -2,13 +2,11 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -22,85 +20,11 @@ import (
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets/oci"
+	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/supervisor"
 )
-
-func (g *globalFlags) state() (*state.Store, error) {
-	if err := os.MkdirAll(g.stateDir, 0o755); err != nil {
-		return nil, err
-	}
-	return state.Open(filepath.Join(g.stateDir, "state.db"))
-}
-
-func newRecord(g *globalFlags, id string, r *spec.Run, launch supervisor.Launch, detach bool) (*state.VM, error) {
-	raw, err := json.Marshal(launch)
-	if err != nil {
-		return nil, err
-	}
-	return &state.VM{
-		ID: id, Name: r.Name, Image: r.Image.String(), Kernel: r.Kernel.String(), Cmd: r.Cmd,
-		CPUs: r.CPUs, MemoryMiB: r.Memory.MiB(), Status: state.Created, Detached: detach,
-		CreatedAt: time.Now(), Dir: filepath.Join(g.vmsDir(), id), Launch: raw,
-	}, nil
-}
-
-// startDetached re-executes firegopher as the VM's supervisor in a session of its own and
-// waits until it reports the VM started (or why it did not) on a pipe.
-func startDetached(ctx context.Context, g *globalFlags, rec *state.VM, lock *os.File) error {
-	defer lock.Close() // the supervisor holds its own reference to the lock
-	st, err := g.state()
-	if err != nil {
-		return err
-	}
-	fail := func(err error) error {
-		st.Delete(rec.ID)
-		os.RemoveAll(rec.Dir)
-		return err
-	}
-	if err := os.MkdirAll(rec.Dir, 0o700); err != nil {
-		return fail(err)
-	}
-	logFile, err := os.OpenFile(filepath.Join(rec.Dir, "supervisor.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fail(err)
-	}
-	defer logFile.Close()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	defer readyR.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		return fail(err)
-	}
-	args := []string{"supervise", "--state-dir", g.stateDir, rec.ID}
-	if g.debug {
-		args = append(args, "--debug")
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.ExtraFiles = []*os.File{readyW, lock} // fds 3 and 4 in the supervisor
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return fail(err)
-	}
-	readyW.Close()
-	go cmd.Wait() // reap it if it dies while we wait
-	// One line: "ok", or why the VM did not start. EOF without a line: it died.
-	msg, _ := bufio.NewReader(readyR).ReadString('\n')
-	if strings.TrimSpace(msg) != "ok" {
-		if len(msg) == 0 {
-			msg = "the supervisor exited without a word; see " + logFile.Name()
-		}
-		return fail(fmt.Errorf("start VM %s: %s", rec.ID, strings.TrimSpace(msg)))
-	}
-	fmt.Println(rec.ID)
-	return nil
-}
 
 func newSuperviseCommand(g *globalFlags) *cobra.Command {
 	return &cobra.Command{
@@ -109,62 +33,39 @@ func newSuperviseCommand(g *globalFlags) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Not inherited by the VMM: `run -d` must see the pipe close when we die, and
-			// gc must see the lock go.
-			unix.CloseOnExec(3)
-			unix.CloseOnExec(4)
-			ready := os.NewFile(3, "ready")
-			lock := os.NewFile(4, "lock")
-			tell := func(msg string) {
-				if ready != nil {
-					ready.WriteString(msg + "\n")
-					ready.Close()
-					ready = nil
-				}
-			}
-			err := supervise(cmd.Context(), g, args[0], lock, func() { tell("ok") })
+			h, err := g.host()
 			if err != nil {
-				tell(err.Error())
+				return err
 			}
-			return err
+			// Detached from the terminal; SIGTERM (e.g. a host shutdown) stops the VM in order.
+			signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM)
+			defer stop()
+			return h.ServeDetached(ctx, args[0])
 		},
 	}
 }
 
-func supervise(ctx context.Context, g *globalFlags, id string, lock *os.File, started func()) error {
-	log := g.logger()
-	// Detached from the terminal; SIGTERM (e.g. a host shutdown) stops the VM in order.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
-	defer stop()
-	st, err := g.state()
+// superviseArgv is the command line of a detached supervisor for VM id.
+func (g *globalFlags) superviseArgv(id string) []string {
+	exe, err := os.Executable()
 	if err != nil {
-		return err
+		exe = os.Args[0]
 	}
-	rec, err := st.Get(id)
-	if err != nil {
-		return err
+	argv := []string{exe, "supervise", "--state-dir", g.stateDir, id}
+	if g.debug {
+		argv = append(argv, "--debug")
 	}
-	launch, err := supervisor.DecodeLaunch(rec)
-	if err != nil {
-		return err
-	}
-	vm, err := supervisor.NewVM(id, rec.Dir, launch, log)
-	if err != nil {
-		return err
-	}
-	exit, err := supervisor.Supervise(ctx, st, vm, supervisor.Options{Started: started, Lock: lock})
-	log.Info("VM ended", "vm", id, "code", exit.Code, "error", err)
-	return err
+	return argv
 }
 
-func lookup(g *globalFlags, ref string) (*state.Store, *state.VM, error) {
-	st, err := g.state()
+func lookup(g *globalFlags, ref string) (*supervisor.Host, *state.VM, error) {
+	h, err := g.host()
 	if err != nil {
 		return nil, nil, err
 	}
-	vm, err := st.Lookup(ref)
-	return st, vm, err
+	vm, err := h.Lookup(ref)
+	return h, vm, err
 }
 
 func newPsCommand(g *globalFlags) *cobra.Command {
@@ -174,7 +75,11 @@ func newPsCommand(g *globalFlags) *cobra.Command {
 		Short: "List VMs (running ones; -a for all)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.state()
+			h, err := g.host()
+			if err != nil {
+				return err
+			}
+			st, err := h.State()
 			if err != nil {
 				return err
 			}
@@ -185,7 +90,6 @@ func newPsCommand(g *globalFlags) *cobra.Command {
 			shown := []state.VM{}
 			for _, vm := range vms {
 				if all || vm.Status != state.Exited {
-					vm.Launch = nil
 					shown = append(shown, vm)
 				}
 			}
@@ -198,7 +102,7 @@ func newPsCommand(g *globalFlags) *cobra.Command {
 			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tCREATED\tCOMMAND")
 			for _, vm := range shown {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", vm.ID, vm.Name, describeStatus(vm),
-					time.Since(vm.CreatedAt).Round(time.Second), truncateCmd(vm.Cmd))
+					time.Since(vm.CreatedAt).Round(time.Second), truncateCmd(commandOf(vm)))
 			}
 			return tw.Flush()
 		},
@@ -214,10 +118,20 @@ func describeStatus(vm state.VM) string {
 		return fmt.Sprintf("exited (%d)", *vm.ExitCode)
 	case vm.Status == state.Exited:
 		return "exited (error)"
-	case !supervisor.Owned(vm.Dir) && vm.Status == state.Running:
+	case !supervisor.Running(&vm) && vm.Status == state.Running:
 		return "lost (run gc)"
 	}
 	return string(vm.Status)
+}
+
+func commandOf(vm state.VM) []string {
+	if vm.Machine == nil {
+		return nil
+	}
+	if vm.Machine.Mode == spec.ModeSystem {
+		return []string{"(system)"}
+	}
+	return vm.Machine.Process.Cmd
 }
 
 func truncateCmd(cmd []string) string {
@@ -290,11 +204,11 @@ func newStopCommand(g *globalFlags) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, ref := range args {
-				_, vm, err := lookup(g, ref)
+				h, vm, err := lookup(g, ref)
 				if err != nil {
 					return err
 				}
-				if err := stopVM(vm, timeout); err != nil {
+				if err := h.Stop(vm, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}
 				fmt.Println(vm.ID)
@@ -304,38 +218,6 @@ func newStopCommand(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before killing the VM")
 	return cmd
-}
-
-// stopVM stops a running VM and waits until its supervisor has recorded the end.
-func stopVM(vm *state.VM, timeout int) error {
-	c, err := supervisor.Dial(vm.Dir)
-	if err != nil {
-		return nil // not running: nothing to stop
-	}
-	defer c.Close()
-	if _, err := c.Attach(); err != nil {
-		return err
-	}
-	if err := c.Stop(timeout); err != nil {
-		return err
-	}
-	_, err = c.Copy(io.Discard, io.Discard)
-	if err != nil && !errors.Is(err, supervisor.ErrNotRunning) {
-		return err
-	}
-	waitUnowned(vm.Dir)
-	return nil
-}
-
-// waitUnowned returns once the supervisor has released the VM (it has recorded the exit).
-func waitUnowned(dir string) {
-	f, err := os.Open(filepath.Join(dir, supervisor.LockFile))
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	unix.Flock(int(f.Fd()), unix.LOCK_SH) // blocks until the supervisor lets go
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
 }
 
 func newKillCommand(g *globalFlags) *cobra.Command {
@@ -387,22 +269,11 @@ func newRmCommand(g *globalFlags) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, ref := range args {
-				st, vm, err := lookup(g, ref)
+				h, vm, err := lookup(g, ref)
 				if err != nil {
 					return err
 				}
-				if supervisor.Owned(vm.Dir) {
-					if !force {
-						return fmt.Errorf("VM %s is running: stop it first, or rm -f", vm.ID)
-					}
-					if err := stopVM(vm, 0); err != nil {
-						return err
-					}
-				}
-				if err := os.RemoveAll(vm.Dir); err != nil {
-					return err
-				}
-				if err := st.Delete(vm.ID); err != nil {
+				if err := h.Remove(vm, force); err != nil {
 					return err
 				}
 				fmt.Println(vm.ID)
@@ -437,20 +308,11 @@ func newWaitCommand(g *globalFlags) *cobra.Command {
 		Short: "Wait for a VM to end and print its exit code",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, vm, err := lookup(g, args[0])
+			h, vm, err := lookup(g, args[0])
 			if err != nil {
 				return err
 			}
-			if c, err := supervisor.Dial(vm.Dir); err == nil {
-				if _, err := c.Attach(); err == nil {
-					c.Copy(io.Discard, io.Discard)
-				}
-				c.Close()
-			}
-			// The supervisor may be between closing its socket and recording the exit: its
-			// lock is released only after the record is written.
-			waitUnowned(vm.Dir)
-			if vm, err = st.Get(vm.ID); err != nil {
+			if vm, err = h.Wait(vm); err != nil {
 				return err
 			}
 			if vm.ExitCode == nil {
@@ -493,7 +355,7 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if exit.Code == 125 && exit.Error != "" {
+			if exit.Code == exitcode.FiregopherError && exit.Error != "" {
 				return fmt.Errorf("exec: %s", exit.Error)
 			}
 			return exitCode(exit.Code)
@@ -512,16 +374,16 @@ func newGCCommand(g *globalFlags) *cobra.Command {
 		Short: "Remove what crashed firegopher processes left behind (never touches live VMs)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.state()
+			h, err := g.host()
 			if err != nil {
 				return err
 			}
-			report, err := supervisor.GC(st, g.vmsDir())
+			report, err := h.GC()
 			if err != nil {
 				return err
 			}
 			// Scratch files of pulls and builds that crashed; an hour outlives any live one.
-			if store, serr := g.store(); serr == nil {
+			if store, serr := h.Store(); serr == nil {
 				tmp, _ := oci.CleanTmp(store, time.Hour)
 				for _, p := range tmp {
 					report = append(report, "cache scratch "+p+": left by a crashed pull or build; removed")
@@ -530,10 +392,10 @@ func newGCCommand(g *globalFlags) *cobra.Command {
 			for _, line := range report {
 				fmt.Println(line)
 			}
-			if err == nil && len(report) == 0 {
+			if len(report) == 0 {
 				fmt.Println("nothing to clean up")
 			}
-			return err
+			return nil
 		},
 	}
 }

@@ -4,7 +4,8 @@
 package spec
 
 import (
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -138,21 +139,6 @@ func ParseAssetRef(field, s string) (AssetRef, error) {
 	return AssetRef{Name: s}, nil
 }
 
-// Run is a validated `firegopher run`.
-type Run struct {
-	System  bool // boot the image's own init instead of a command
-	Files   []File
-	Name    string
-	User    string
-	CPUs    int
-	Memory  Size
-	Kernel  AssetRef
-	Image   AssetRef
-	Env     []string
-	WorkDir string
-	Cmd     []string
-}
-
 // Limits keep requests within what a VM on this kind of host can get.
 const (
 	MaxCPUs   = 64
@@ -163,6 +149,17 @@ const (
 var userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*[$]?(:[a-z_][a-z0-9_.-]*)?$|^[0-9]+(:[0-9]+)?$|^[a-z_][a-z0-9_.-]*:[0-9]+$|^[0-9]+:[a-z_][a-z0-9_.-]*$`)
 
 var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+var idPattern = regexp.MustCompile(`^[0-9a-f]{12}$`)
+
+// NewID returns a random VM id: 12 hex digits, like a short container id.
+func NewID() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // the kernel's CSPRNG does not fail
+	}
+	return hex.EncodeToString(b)
+}
 
 // RunFlags is the raw input of `firegopher run`.
 type RunFlags struct {
@@ -177,60 +174,55 @@ type RunFlags struct {
 	Env            []string
 	WorkDir        string
 	Cmd            []string
+	System         bool
+	Net            NetFlags
+	VMM            string
+	Accel          string
 }
 
-// ParseRun validates every flag and returns the first problem, naming the flag.
-func ParseRun(f RunFlags) (*Run, error) {
-	r := &Run{CPUs: f.CPUs, WorkDir: f.WorkDir, Name: f.Name, User: f.User}
-	if f.Name != "" && !namePattern.MatchString(f.Name) {
-		return nil, fmt.Errorf("--name: %q, want lowercase letters, digits, '.', '_', '-' (at most 63)", f.Name)
+// ParseRun validates every flag and returns the machine they describe, with a new id, or
+// the first problem, naming the flag.
+func ParseRun(f RunFlags) (*Machine, error) {
+	m := &Machine{
+		ID: NewID(), Name: f.Name, Mode: ModeApp, CPUs: f.CPUs,
+		Process: Process{Cmd: f.Cmd, Env: f.Env, WorkDir: f.WorkDir, User: f.User},
+		VMM:     VMM{Backend: f.VMM, Accel: f.Accel},
 	}
-	if f.User != "" && !userPattern.MatchString(f.User) {
-		return nil, fmt.Errorf("--user: %q, want NAME|UID[:GROUP|GID]", f.User)
-	}
-	if f.CPUs < 1 || f.CPUs > MaxCPUs {
-		return nil, fmt.Errorf("--cpus: %d, want 1 to %d", f.CPUs, MaxCPUs)
+	if f.System {
+		m.Mode = ModeSystem
 	}
 	var err error
-	if r.Memory, err = ParseSize("--memory", f.Memory); err != nil {
+	if m.Memory, err = ParseSize(FieldMemory, f.Memory); err != nil {
 		return nil, err
 	}
-	if r.Memory < MinMemory || r.Memory > MaxMemory {
-		return nil, fmt.Errorf("--memory: %s, want %s to %s", r.Memory, MinMemory, MaxMemory)
-	}
-	if r.Kernel, err = ParseAssetRef("--kernel", f.Kernel); err != nil {
+	if m.Kernel, err = ParseAssetRef("--kernel", f.Kernel); err != nil {
 		return nil, err
 	}
-	if r.Image, err = ParseAssetRef("--image", f.Image); err != nil {
+	if m.Image, err = ParseAssetRef("--image", f.Image); err != nil {
 		return nil, err
 	}
-	for _, kv := range f.Env {
-		k, _, ok := strings.Cut(kv, "=")
-		if !ok || !envKey.MatchString(k) {
-			return nil, fmt.Errorf("--env: %q, want KEY=VALUE with KEY of letters, digits and '_'", kv)
-		}
-		r.Env = append(r.Env, kv)
-	}
-	if f.WorkDir != "" && !strings.HasPrefix(f.WorkDir, "/") {
-		return nil, fmt.Errorf("--workdir: %q is not an absolute path", f.WorkDir)
-	}
-	// No command is fine here: a container image may bring one; run checks after pulling.
-	if len(f.Cmd) > 0 && f.Cmd[0] == "" {
-		return nil, errors.New("command: empty program name")
-	}
-	r.Cmd = f.Cmd
-	if r.Files, err = parseFiles(f.Copy, f.AuthorizedKeys); err != nil {
+	if m.Files, err = parseFiles(f.Copy, f.AuthorizedKeys); err != nil {
 		return nil, err
 	}
-	return r, nil
+	if m.Network, err = ParseNet(f.Net); err != nil {
+		return nil, err
+	}
+	if m.Network != nil {
+		// A lone VM's address is keyed by its own id and hostname.
+		m.Network.RunID, m.Network.Slot = m.ID, m.Hostname()
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // File is a host file to place in the guest (written by init inside the guest).
 type File struct {
-	Path string
-	Mode uint32
-	Dir  bool
-	Data []byte
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+	Dir  bool   `json:"dir,omitempty"`
+	Data []byte `json:"data,omitempty"`
 }
 
 // MaxFilesSize bounds what --copy and --authorized-key carry: it travels in the initrd.

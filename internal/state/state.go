@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/firegopher/firegopher/internal/spec"
 )
 
 // Status is where a VM is in its life.
@@ -24,31 +26,26 @@ const (
 	Exited  Status = "exited"
 )
 
-// VM is one VM's record.
+// VM is one VM's record: the machine it runs and what became of it.
 type VM struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Image      string    `json:"image"`
-	Kernel     string    `json:"kernel"`
-	Cmd        []string  `json:"cmd"`
-	CPUs       int       `json:"cpus"`
-	MemoryMiB  int       `json:"memory_mib"`
-	Backend    string    `json:"backend,omitempty"`
-	Status     Status    `json:"status"`
-	Detached   bool      `json:"detached"`
-	CreatedAt  time.Time `json:"created_at"`
-	StartedAt  time.Time `json:"started_at,omitempty"`
-	FinishedAt time.Time `json:"finished_at,omitempty"`
-	ExitCode   *int      `json:"exit_code,omitempty"`
-	Signal     int       `json:"signal,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Dir        string    `json:"dir"`
+	ID string `json:"id"`
+	// Name is the machine's name, kept here too because lookups and uniqueness use it.
+	Name       string        `json:"name"`
+	Machine    *spec.Machine `json:"machine"`
+	Backend    string        `json:"backend,omitempty"`
+	Status     Status        `json:"status"`
+	Detached   bool          `json:"detached"`
+	CreatedAt  time.Time     `json:"created_at"`
+	StartedAt  time.Time     `json:"started_at,omitempty"`
+	FinishedAt time.Time     `json:"finished_at,omitempty"`
+	ExitCode   *int          `json:"exit_code,omitempty"`
+	Signal     int           `json:"signal,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Dir        string        `json:"dir"`
 	// SupervisorPID and VMMPID are informational; liveness is the supervisor's lock on Dir.
 	SupervisorPID int      `json:"supervisor_pid,omitempty"`
 	VMMPID        int      `json:"vmm_pid,omitempty"`
 	Network       *Network `json:"network,omitempty"`
-	// Launch is what a detached supervisor needs to start the VM, written by `run -d`.
-	Launch json.RawMessage `json:"launch,omitempty"`
 }
 
 // Network is a VM's share of the host network: enough to find it and to undo it.

@@ -23,6 +23,10 @@ type Client struct {
 func Dial(dir string) (*Client, error) {
 	c, err := net.Dial("unix", filepath.Join(dir, APISocket))
 	if err != nil {
+		if Owned(dir) {
+			// Alive but not (yet) listening: starting up, or wedged. Not "not running".
+			return nil, fmt.Errorf("the VM's supervisor does not answer (starting?): %v", err)
+		}
 		return nil, fmt.Errorf("%w (%v)", ErrNotRunning, err)
 	}
 	return &Client{c: c, conn: agent.NewConn(c)}, nil

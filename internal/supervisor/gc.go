@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,23 +11,73 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/firegopher/firegopher/internal/network"
+	"github.com/firegopher/firegopher/internal/network/firewall"
 	"github.com/firegopher/firegopher/internal/state"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 // tmpGrace is how long a VM directory may keep its temporary name (ClaimDir is between
 // mkdir and flock); older ones are debris.
 const tmpGrace = time.Minute
 
-// GC finds what crashed firegopher processes left behind — VMM processes without a
-// supervisor, per-VM directories without an owner, records of VMs that died with their
-// supervisor — and removes it. It never touches a VM whose supervisor is alive (holds
-// the directory's lock). It returns one line per item it dealt with.
-func GC(st *state.Store, vmsDir string) ([]string, error) {
+// Process is a process as gc sees it: its pid and the VM directory it is tagged with.
+type Process struct {
+	Pid   int
+	VMDir string // the value of vmm.ProcessTagEnv in its environment
+}
+
+// ProcessTable lists tagged processes and kills them; tests inject their own.
+type ProcessTable interface {
+	Tagged() ([]Process, error)
+	Kill(pid int) error
+}
+
+// procTable is this host's /proc.
+type procTable struct{}
+
+// Tagged finds every process whose environment carries vmm.ProcessTagEnv.
+func (procTable) Tagged() ([]Process, error) {
+	envs, err := filepath.Glob("/proc/[0-9]*/environ")
+	if err != nil {
+		return nil, err
+	}
+	prefix := []byte(vmm.ProcessTagEnv + "=")
+	var out []Process
+	for _, p := range envs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone, or not ours to read
+		}
+		for _, kv := range bytes.Split(b, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, prefix); ok {
+				pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
+				out = append(out, Process{Pid: pid, VMDir: string(v)})
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+func (procTable) Kill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// GC finds what crashed firegopher processes of this state directory left behind — VMM
+// processes without a supervisor, per-VM directories without an owner, records of VMs
+// that died with their supervisor, their TAPs, firewall entries and addresses — and removes
+// it. It never touches a VM whose supervisor is alive (holds the directory's lock), nor
+// anything of another state directory. It returns one line per item it dealt with.
+func (h *Host) GC() ([]string, error) {
+	st, err := h.State()
+	if err != nil {
+		return nil, err
+	}
 	var report []string
 	records, err := st.List()
 	if err != nil {
 		return nil, err
 	}
+	vmsDir := h.VMsDir()
 	known := map[string]bool{}
 	for _, r := range records {
 		known[r.ID] = true
@@ -35,7 +86,10 @@ func GC(st *state.Store, vmsDir string) ([]string, error) {
 		if r.Status == state.Exited || Owned(r.Dir) {
 			continue
 		}
-		removeRuntimeFiles(&VM{Dir: r.Dir})
+		report = append(report, h.killVMMs(r.Dir)...)
+		for _, f := range []string{DiskFile, InitrdFile, APISocket} {
+			os.Remove(filepath.Join(r.Dir, f))
+		}
 		if r.Network != nil {
 			for _, item := range cleanNetwork(r.Network) {
 				report = append(report, fmt.Sprintf("vm %s: removed %s", r.ID, item))
@@ -66,45 +120,76 @@ func GC(st *state.Store, vmsDir string) ([]string, error) {
 		if info, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".") && time.Since(info.ModTime()) < tmpGrace {
 			continue // ClaimDir between mkdir and flock
 		}
+		report = append(report, h.killVMMs(dir)...)
 		if err := os.RemoveAll(dir); err != nil {
 			return report, err
 		}
 		report = append(report, fmt.Sprintf("dir %s: no record, no supervisor; removed", dir))
 	}
-	for _, p := range vmmProcesses() {
-		dir := filepath.Join(vmsDir, p.id)
-		if Owned(dir) {
+	// VMMs of this state directory whose VM directory is gone or unowned.
+	procs, err := h.procs().Tagged()
+	if err != nil {
+		return report, err
+	}
+	for _, p := range procs {
+		if filepath.Dir(p.VMDir) != vmsDir || Owned(p.VMDir) {
 			continue
 		}
-		if err := syscall.Kill(p.pid, syscall.SIGKILL); err == nil {
-			report = append(report, fmt.Sprintf("process %d: VMM of vm %s without a supervisor; killed", p.pid, p.id))
+		if err := h.procs().Kill(p.Pid); err == nil {
+			report = append(report, fmt.Sprintf("process %d: VMM of vm %s without a supervisor; killed", p.Pid, filepath.Base(p.VMDir)))
 		}
 	}
 	return report, nil
 }
 
-type vmmProcess struct {
-	pid int
-	id  string
+func (h *Host) procs() ProcessTable {
+	if h.Procs != nil {
+		return h.Procs
+	}
+	return procTable{}
 }
 
-// vmmProcesses finds VMM processes we started: their command line names the VM as
-// "firegopher-<id>" (qemu's -name).
-func vmmProcesses() []vmmProcess {
-	var out []vmmProcess
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+// killVMMs kills the processes tagged with dir (a lost VM's VMM) before its files go.
+func (h *Host) killVMMs(dir string) []string {
+	procs, err := h.procs().Tagged()
+	if err != nil {
+		return nil
+	}
+	var report []string
 	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(b, []byte{0})
-		for i := 0; i+1 < len(args); i++ {
-			if string(args[i]) == "-name" && bytes.HasPrefix(args[i+1], []byte("firegopher-")) {
-				pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
-				out = append(out, vmmProcess{pid: pid, id: strings.TrimPrefix(string(args[i+1]), "firegopher-")})
-			}
+		if p.VMDir == dir && h.procs().Kill(p.Pid) == nil {
+			report = append(report, fmt.Sprintf("process %d: VMM of vm %s without a supervisor; killed", p.Pid, filepath.Base(dir)))
 		}
 	}
-	return out
+	return report
+}
+
+// cleanNetwork undoes a lost VM's network from its record: firewall entries, TAP, slot.
+// The record may predate the allocation (the supervisor died while allocating): the
+// allocator, asked by run id and slot, knows the TAP if there is one.
+func cleanNetwork(n *state.Network) []string {
+	var done []string
+	pool, err := netip.ParsePrefix(n.Pool)
+	if err != nil {
+		return nil
+	}
+	a, err := network.OpenAllocator(n.DB, pool)
+	if err != nil {
+		return nil
+	}
+	alloc, found, err := a.Lookup(n.RunID, n.Machine)
+	if err != nil || !found {
+		return nil
+	}
+	tap := alloc.Slot.TAP
+	if err := firewall.RemoveTAP(tap); err == nil {
+		done = append(done, "firewall entries of "+tap)
+	}
+	if err := network.DeleteTAP(tap); err == nil {
+		done = append(done, "tap "+tap)
+	}
+	if a.Release(n.RunID, n.Machine) == nil {
+		done = append(done, "address "+alloc.Slot.Guest.String())
+	}
+	return done
 }

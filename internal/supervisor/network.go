@@ -11,162 +11,146 @@ import (
 	"github.com/firegopher/firegopher/internal/network"
 	"github.com/firegopher/firegopher/internal/network/dhcp"
 	"github.com/firegopher/firegopher/internal/network/firewall"
+	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/vmconfig"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
-// DHCP modes: how the guest learns its address.
-const (
-	DHCPEmbedded = "embedded" // our DHCP responder on the TAP (default)
-	DHCPDnsmasq  = "dnsmasq"  // the seed's dnsmasq, with the arguments of its dnsmasq-tap@ unit
-	DHCPStatic   = "static"   // no DHCP: init configures the address from its config
-)
-
-// NetLaunch describes a VM's network: a TAP with a /30 from Pool, chosen from RunID and
-// Machine, persisted in the allocator database DB.
-type NetLaunch struct {
-	Pool    string   `json:"pool"`
-	DB      string   `json:"db"`
-	RunID   string   `json:"run_id"`
-	Machine string   `json:"machine"`
-	DHCP    string   `json:"dhcp"`
-	DNS     []string `json:"dns,omitempty"`
-	MTU     int      `json:"mtu,omitempty"`
-	// AllowVMToVM lets guests reach each other (host-wide).
-	AllowVMToVM bool `json:"allow_vm_to_vm,omitempty"`
-}
-
-// netState is what the network steps hold for their undos.
+// netState is what the network steps made, for their undos.
 type netState struct {
-	launch   NetLaunch
-	pool     netip.Prefix
-	dns      []netip.Addr
 	alloc    *network.Allocator
 	slot     network.Slot
 	stopDHCP func() error
 	dnsmasq  *exec.Cmd
 }
 
-// WithNetwork returns steps with the network steps inserted before the initrd is written
-// (the guest's config carries its MAC and, for static mode, its address).
-func WithNetwork(steps Steps) (Steps, error) {
-	var err error
-	for _, st := range []Step{
-		{Name: "prepare-host", Do: prepareHost},
-		{Name: "allocate-address", Do: allocateAddress, Undo: releaseAddress},
-		{Name: "create-tap", Do: createTAP, Undo: deleteTAP},
-		{Name: "firewall-tap", Do: firewallTAP, Undo: unfirewallTAP},
-		{Name: "serve-dhcp", Do: serveDHCP, Undo: stopDHCP},
-	} {
-		if steps, err = steps.InsertBefore("write-initrd", st); err != nil {
-			return nil, err
+// allocated says whether the address step has run.
+func (n *netState) allocated() bool { return n.alloc != nil }
+
+// guestNetwork is the interface's configuration for init (nil without a network).
+func (n *netState) guestNetwork(m *spec.Network) *vmconfig.Network {
+	if m == nil || !n.allocated() {
+		return nil
+	}
+	g := &vmconfig.Network{MAC: n.slot.GuestMAC().String(), MTU: m.MTU, DHCP: m.DHCP != spec.DHCPStatic}
+	if !g.DHCP {
+		g.Address = n.slot.GuestPrefix().String()
+		g.Gateway = n.slot.Host.String()
+		for _, d := range dnsOf(m) {
+			g.DNS = append(g.DNS, d.String())
 		}
 	}
-	return steps, nil
+	return g
 }
 
-// parse validates the launch's network fields; everything else takes typed values.
-func (l NetLaunch) parse() (netip.Prefix, []netip.Addr, error) {
-	pool, err := netip.ParsePrefix(l.Pool)
-	if err != nil {
-		return pool, nil, fmt.Errorf("--pool: %q: %v", l.Pool, err)
+func dnsOf(m *spec.Network) []netip.Addr {
+	if len(m.DNS) == 0 {
+		return dhcp.DefaultDNS
 	}
-	if err := network.ValidatePool(pool); err != nil {
-		return pool, nil, fmt.Errorf("--pool: %w", err)
+	return m.DNS
+}
+
+func (vm *VM) nics() []vmm.NIC {
+	if !vm.net.allocated() {
+		return nil
 	}
-	var dns []netip.Addr
-	for _, d := range l.DNS {
-		a, err := netip.ParseAddr(d)
-		if err != nil || !a.Is4() {
-			return pool, nil, fmt.Errorf("--dns: %q is not an IPv4 address", d)
+	return []vmm.NIC{{TAP: vm.net.slot.TAP, MAC: vm.net.slot.GuestMAC().String()}}
+}
+
+// withNetwork wraps a network step: it does nothing for a machine without a network.
+func withNetwork(do func(context.Context, *VM, *spec.Network) error) func(context.Context, *VM) error {
+	return func(ctx context.Context, vm *VM) error {
+		if vm.Machine.Network == nil {
+			return nil
 		}
-		dns = append(dns, a)
+		return do(ctx, vm, vm.Machine.Network)
 	}
-	switch l.DHCP {
-	case DHCPEmbedded, DHCPDnsmasq, DHCPStatic:
-	default:
-		return pool, nil, fmt.Errorf("--dhcp: %q, want %s, %s or %s", l.DHCP, DHCPEmbedded, DHCPDnsmasq, DHCPStatic)
-	}
-	return pool, dns, nil
 }
 
-// ValidateNet checks a network description before anything is created.
-func ValidateNet(l NetLaunch) error {
-	_, _, err := l.parse()
+var (
+	recordNetwork = withNetwork(func(_ context.Context, vm *VM, _ *spec.Network) error {
+		_, err := vm.State.Update(vm.ID(), func(r *state.VM) error { r.Network = vm.netRecord(); return nil })
+		return err
+	})
+	prepareHost = withNetwork(func(_ context.Context, _ *VM, n *spec.Network) error {
+		return firewall.Prepare(firewall.HostConfig{Pool: n.Pool, AllowVMToVM: n.AllowVMToVM})
+	})
+	allocateAddress = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
+		a, err := network.OpenAllocator(vm.NetworkDB, n.Pool)
+		if err != nil {
+			return err
+		}
+		slot, err := a.Allocate(n.RunID, n.Slot, network.HostAddrsInUse())
+		if err != nil {
+			return err
+		}
+		vm.net.alloc, vm.net.slot = a, slot
+		vm.Log.Debug("address allocated", "tap", slot.TAP, "guest", slot.Guest)
+		return nil
+	})
+	createTAP = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
+		return network.CreateTAP(vm.net.slot.TAP, vm.net.slot.HostPrefix(), n.MTU)
+	})
+	firewallTAP = withNetwork(func(_ context.Context, vm *VM, _ *spec.Network) error {
+		return firewall.AddTAP(vm.net.slot.TAP, vm.net.slot.Guest)
+	})
+	serveDHCP = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
+		s := vm.net.slot
+		switch n.DHCP {
+		case spec.DHCPEmbedded:
+			stop, err := dhcp.ServeDHCP(context.Background(), s.TAP, dhcp.Lease{
+				Guest: s.Guest, Host: s.Host, DNS: n.DNS, Hostname: vm.Machine.Hostname(), MTU: n.MTU, MAC: s.GuestMAC(),
+			})
+			vm.net.stopDHCP = stop
+			return err
+		case spec.DHCPDnsmasq:
+			if err := os.MkdirAll(dhcp.LeaseDir, 0o755); err != nil {
+				return err
+			}
+			if _, err := exec.LookPath(dhcp.DnsmasqPath); err != nil {
+				return fmt.Errorf("%s not found: install the Debian package dnsmasq-base", dhcp.DnsmasqPath)
+			}
+			// The same arguments the seed's dnsmasq-tap@TAP:HOST:GUEST.service runs with.
+			cmd := exec.Command(dhcp.DnsmasqPath, dhcp.DnsmasqArgs(s.TAP, s.Host, s.Guest, n.DNS)...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				return fmt.Errorf("start dnsmasq: %w", err)
+			}
+			vm.net.dnsmasq = cmd
+		}
+		return nil
+	})
+)
+
+func unrecordNetwork(vm *VM) error {
+	if vm.Machine.Network == nil {
+		return nil
+	}
+	_, err := vm.State.Update(vm.ID(), func(r *state.VM) error { r.Network = nil; return nil })
 	return err
 }
 
-func prepareHost(_ context.Context, vm *VM) (err error) {
-	vm.net.pool, vm.net.dns, err = vm.Net.parse()
-	if err != nil {
-		return err
+func releaseAddress(vm *VM) error {
+	if !vm.net.allocated() {
+		return nil
 	}
-	vm.net.launch = *vm.Net
-	return firewall.Prepare(firewall.HostConfig{Pool: vm.net.pool, AllowVMToVM: vm.Net.AllowVMToVM})
+	n := vm.Machine.Network
+	return vm.net.alloc.Release(n.RunID, n.Slot)
 }
 
-func allocateAddress(_ context.Context, vm *VM) error {
-	a, err := network.OpenAllocator(vm.Net.DB, vm.net.pool)
-	if err != nil {
-		return err
+func deleteTAP(vm *VM) error {
+	if vm.Machine.Network == nil {
+		return nil
 	}
-	vm.net.alloc = a
-	if vm.net.slot, err = a.Allocate(vm.Net.RunID, vm.Net.Machine, network.HostAddrsInUse()); err != nil {
-		return err
-	}
-	n := &vmconfig.Network{MAC: vm.net.slot.GuestMAC().String(), MTU: vm.Net.MTU, DHCP: vm.Net.DHCP != DHCPStatic}
-	if !n.DHCP {
-		n.Address = vm.net.slot.GuestPrefix().String()
-		n.Gateway = vm.net.slot.Host.String()
-		n.DNS = vm.Net.DNS
-		if len(n.DNS) == 0 {
-			n.DNS = []string{dhcp.DefaultDNS[0].String()}
-		}
-	}
-	vm.Config.Network = n
-	vm.Log.Debug("address allocated", "tap", vm.net.slot.TAP, "guest", vm.net.slot.Guest)
-	return nil
+	return network.DeleteTAP(vm.net.slot.TAP)
 }
 
-func releaseAddress(vm *VM) error { return vm.net.alloc.Release(vm.Net.RunID, vm.Net.Machine) }
-
-func createTAP(_ context.Context, vm *VM) error {
-	return network.CreateTAP(vm.net.slot.TAP, vm.net.slot.HostPrefix(), vm.Net.MTU)
-}
-
-func deleteTAP(vm *VM) error { return network.DeleteTAP(vm.net.slot.TAP) }
-
-func firewallTAP(_ context.Context, vm *VM) error {
-	return firewall.AddTAP(vm.net.slot.TAP, vm.net.slot.Guest)
-}
-
-func unfirewallTAP(vm *VM) error { return firewall.RemoveTAP(vm.net.slot.TAP) }
-
-func serveDHCP(_ context.Context, vm *VM) error {
-	s := vm.net.slot
-	switch vm.Net.DHCP {
-	case DHCPEmbedded:
-		stop, err := dhcp.ServeDHCP(context.Background(), s.TAP, dhcp.Lease{
-			Guest: s.Guest, Host: s.Host, DNS: vm.net.dns, Hostname: vm.Config.Hostname, MTU: vm.Net.MTU, MAC: s.GuestMAC(),
-		})
-		vm.net.stopDHCP = stop
-		return err
-	case DHCPDnsmasq:
-		if err := os.MkdirAll(dhcp.LeaseDir, 0o755); err != nil {
-			return err
-		}
-		if _, err := exec.LookPath(dhcp.DnsmasqPath); err != nil {
-			return fmt.Errorf("%s not found: install the Debian package dnsmasq-base", dhcp.DnsmasqPath)
-		}
-		// The same arguments the seed's dnsmasq-tap@TAP:HOST:GUEST.service runs with.
-		cmd := exec.Command(dhcp.DnsmasqPath, dhcp.DnsmasqArgs(s.TAP, s.Host, s.Guest, vm.net.dns)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start dnsmasq: %w", err)
-		}
-		vm.net.dnsmasq = cmd
+func unfirewallTAP(vm *VM) error {
+	if vm.Machine.Network == nil {
+		return nil
 	}
-	return nil
+	return firewall.RemoveTAP(vm.net.slot.TAP)
 }
 
 func stopDHCP(vm *VM) error {
@@ -183,42 +167,13 @@ func stopDHCP(vm *VM) error {
 
 // netRecord is the network part of a VM's record, enough for gc to undo it.
 func (vm *VM) netRecord() *state.Network {
-	if vm.Net == nil {
+	n := vm.Machine.Network
+	if n == nil {
 		return nil
 	}
-	n := &state.Network{Pool: vm.Net.Pool, DB: vm.Net.DB, RunID: vm.Net.RunID, Machine: vm.Net.Machine}
-	if vm.net.alloc != nil {
-		n.TAP, n.Host, n.Guest = vm.net.slot.TAP, vm.net.slot.Host.String(), vm.net.slot.Guest.String()
+	r := &state.Network{Pool: n.Pool.String(), DB: vm.NetworkDB, RunID: n.RunID, Machine: n.Slot}
+	if vm.net.allocated() {
+		r.TAP, r.Host, r.Guest = vm.net.slot.TAP, vm.net.slot.Host.String(), vm.net.slot.Guest.String()
 	}
-	return n
-}
-
-// cleanNetwork undoes a lost VM's network from its record: firewall entries, TAP, slot.
-// The record may predate the allocation (the supervisor died while allocating): the
-// allocator, asked by run id and machine, knows the TAP if there is one.
-func cleanNetwork(n *state.Network) []string {
-	var done []string
-	pool, err := netip.ParsePrefix(n.Pool)
-	if err != nil {
-		return nil
-	}
-	a, err := network.OpenAllocator(n.DB, pool)
-	if err != nil {
-		return nil
-	}
-	alloc, found, err := a.Lookup(n.RunID, n.Machine)
-	if err != nil || !found {
-		return nil
-	}
-	tap := alloc.Slot.TAP
-	if err := firewall.RemoveTAP(tap); err == nil {
-		done = append(done, "firewall entries of "+tap)
-	}
-	if err := network.DeleteTAP(tap); err == nil {
-		done = append(done, "tap "+tap)
-	}
-	if a.Release(n.RunID, n.Machine) == nil {
-		done = append(done, "address "+alloc.Slot.Guest.String())
-	}
-	return done
+	return r
 }

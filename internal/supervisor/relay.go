@@ -8,17 +8,19 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/firegopher/firegopher/internal/agent"
-	"github.com/firegopher/firegopher/internal/vmconfig"
+	"github.com/firegopher/firegopher/internal/spec"
 )
 
 // ErrNoExitStatus means the VM ended without init reporting how the workload ended.
 var ErrNoExitStatus = errors.New("the VM stopped without reporting an exit status")
 
-// powerOffTimeout bounds how long a guest may take from reporting its exit to powering off.
-const powerOffTimeout = 30 * time.Second
+// endTimeout bounds how long a guest may take from reporting its exit to ending its VM (it
+// reboots at once after the acknowledgement; this only catches a guest that hangs).
+const endTimeout = 30 * time.Second
 
 // request is a frame from an API client.
 type request struct {
@@ -99,7 +101,7 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				if err := vm.guest.Send(agent.KindAck, agent.MainStream, nil); err != nil {
 					vm.Log.Warn("acknowledge exit status", "error", err)
 				}
-				err := vm.waitPowerOff(vmmExited)
+				err := vm.waitEnd(vmmExited)
 				broadcast(f)
 				return exit, err
 			}
@@ -118,15 +120,29 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 			case agent.KindStop:
 				var s agent.Stop
 				r.frame.Decode(&s)
-				vm.guest.Send(agent.KindSignal, agent.MainStream, []byte{15})
-				stopTimer = time.After(time.Duration(s.TimeoutSeconds) * time.Second)
+				timeout := time.Duration(s.TimeoutSeconds) * time.Second
+				if vm.Machine.Mode == spec.ModeSystem {
+					// The image's init owns the VM: ask it as a keyboard would, kill after timeout.
+					go func() {
+						ctx, cancel := context.WithTimeout(context.Background(), timeout)
+						defer cancel()
+						if err := vm.instance.Shutdown(ctx); err != nil {
+							vm.Log.Info("system VM did not stop in time; killed", "error", err)
+						}
+					}()
+				} else {
+					vm.guest.Send(agent.KindSignal, agent.MainStream, []byte{byte(syscall.SIGTERM)})
+					stopTimer = time.After(timeout)
+				}
 				r.client.Send(agent.KindAck, agent.MainStream, nil)
 			}
 		case <-stopTimer:
 			vm.Log.Info("workload ignored SIGTERM; killing the VM")
-			vm.instance.Kill()
+			if err := vm.instance.Kill(); err != nil {
+				vm.Log.Warn("kill VMM", "error", err)
+			}
 		case err := <-guestErr:
-			if vm.Config.Mode == vmconfig.ModeSystem {
+			if vm.Machine.Mode == spec.ModeSystem {
 				// Our init handed PID 1 to the image's init; the channel closed with it. The
 				// VM runs until it powers off.
 				guestErr = nil
@@ -140,8 +156,8 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				return agent.Exit{}, fmt.Errorf("control channel: %w", err)
 			}
 		case vmErr := <-vmmExited:
-			if vm.Config.Mode == vmconfig.ModeSystem && vmErr == nil {
-				return agent.Exit{Code: 0}, nil // a system VM that powered off
+			if vm.Machine.Mode == spec.ModeSystem && vmErr == nil {
+				return agent.Exit{Code: 0}, nil // a system VM that shut down
 			}
 			return agent.Exit{}, vm.diagnose(vmErr)
 		case <-ctx.Done():
@@ -171,12 +187,13 @@ func (vm *VM) serveAPI(requests chan<- request) {
 	}
 }
 
-func (vm *VM) waitPowerOff(vmmExited <-chan error) error {
+// waitEnd waits for the VMM to exit after the guest's last frame, bounded.
+func (vm *VM) waitEnd(vmmExited <-chan error) error {
 	select {
 	case err := <-vmmExited:
 		return err
-	case <-time.After(powerOffTimeout):
-		vm.Log.Warn("guest did not power off; killing the VMM", "after", powerOffTimeout)
+	case <-time.After(endTimeout):
+		vm.Log.Warn("guest did not end its VM; killing the VMM", "after", endTimeout)
 		return vm.instance.Kill()
 	}
 }

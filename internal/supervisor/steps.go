@@ -19,6 +19,42 @@ type Step struct {
 // Steps run in order.
 type Steps []Step
 
+// Names of the start steps, in the order DefaultSteps runs them; callers insert after,
+// replace or remove steps by these names.
+const (
+	StepCloneRootfs     = "clone-rootfs"
+	StepRecordNetwork   = "record-network"
+	StepPrepareHost     = "prepare-host"
+	StepAllocateAddress = "allocate-address"
+	StepCreateTAP       = "create-tap"
+	StepFirewallTAP     = "firewall-tap"
+	StepServeDHCP       = "serve-dhcp"
+	StepWriteInitrd     = "write-initrd"
+	StepListenAPI       = "listen-api"
+	StepStartVMM        = "start-vmm"
+	StepConnectGuest    = "connect-guest"
+)
+
+// DefaultSteps is the start sequence of a VM. Each undo removes exactly what its step made.
+// The network steps do nothing for a machine without a network.
+func DefaultSteps() Steps {
+	return Steps{
+		{Name: StepCloneRootfs, Do: cloneRootfs, Undo: removeFile(DiskFile)},
+		// Recorded before anything exists: if the supervisor dies at any later point, gc
+		// finds the allocation (and through it the TAP) from the run id and slot.
+		{Name: StepRecordNetwork, Do: recordNetwork, Undo: unrecordNetwork},
+		{Name: StepPrepareHost, Do: prepareHost}, // host-wide and idempotent: nothing per VM to undo
+		{Name: StepAllocateAddress, Do: allocateAddress, Undo: releaseAddress},
+		{Name: StepCreateTAP, Do: createTAP, Undo: deleteTAP},
+		{Name: StepFirewallTAP, Do: firewallTAP, Undo: unfirewallTAP},
+		{Name: StepServeDHCP, Do: serveDHCP, Undo: stopDHCP},
+		{Name: StepWriteInitrd, Do: writeInitrd, Undo: removeFile(InitrdFile)},
+		{Name: StepListenAPI, Do: listenAPI, Undo: closeAPI},
+		{Name: StepStartVMM, Do: startVMM, Undo: stopVMM},
+		{Name: StepConnectGuest, Do: connectGuest, Undo: disconnectGuest},
+	}
+}
+
 // Names lists the steps in order.
 func (s Steps) Names() []string {
 	names := make([]string, len(s))

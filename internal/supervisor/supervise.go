@@ -2,58 +2,81 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
-	"github.com/firegopher/firegopher/internal/vmconfig"
-	"github.com/firegopher/firegopher/internal/vmm/qemu"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
-// Launch is everything needed to start a VM whose assets are already in the cache. `run
-// -d` stores it in the VM's record, and the detached supervisor starts from it.
-type Launch struct {
-	CacheDir   string          `json:"cache_dir"`
-	KernelRef  assets.Digest   `json:"kernel"`
-	Rootfs     string          `json:"rootfs"`
-	InitBinary string          `json:"init_binary"`
-	Accel      string          `json:"accel,omitempty"`
-	CPUs       int             `json:"cpus"`
-	MemoryMiB  int             `json:"memory_mib"`
-	Config     vmconfig.Config `json:"config"`
-	Network    *NetLaunch      `json:"network,omitempty"`
+// Host is one state directory and what VMs there need: the CLI, `up` and the containerd
+// shim each make one and drive VMs through it.
+type Host struct {
+	StateDir string
+	Log      *slog.Logger
+	// Backend returns the VMM backend a machine asks for.
+	Backend func(spec.VMM) (vmm.Backend, error)
+	// Procs is the process table gc looks at; nil means this host's /proc.
+	Procs ProcessTable
 }
 
-// NewVM builds the VM that launch describes, in dir.
-func NewVM(id, dir string, launch Launch, log *slog.Logger) (*VM, error) {
-	store, err := assets.Open(launch.CacheDir)
+// Paths under the state directory.
+func (h *Host) CacheDir() string  { return filepath.Join(h.StateDir, "cache") }
+func (h *Host) VMsDir() string    { return filepath.Join(h.StateDir, "vms") }
+func (h *Host) NetworkDB() string { return filepath.Join(h.StateDir, "network.db") }
+
+// State opens the VM records.
+func (h *Host) State() (*state.Store, error) {
+	if err := os.MkdirAll(h.StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	return state.Open(filepath.Join(h.StateDir, "state.db"))
+}
+
+// Store opens the asset cache.
+func (h *Host) Store() (*assets.Store, error) { return assets.Open(h.CacheDir()) }
+
+// NewVM builds the VM of a record whose machine has its assets resolved.
+func (h *Host) NewVM(st *state.Store, rec *state.VM) (*VM, error) {
+	m := rec.Machine
+	if m == nil {
+		return nil, fmt.Errorf("VM %s: record has no machine", rec.ID)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("VM %s: %w", rec.ID, err)
+	}
+	if m.Assets == nil {
+		return nil, fmt.Errorf("VM %s: assets not resolved", rec.ID)
+	}
+	store, err := h.Store()
 	if err != nil {
 		return nil, err
 	}
-	k, err := store.LoadKernel(launch.KernelRef)
+	k, err := store.LoadKernel(assets.Digest(m.Assets.Kernel))
 	if err != nil {
 		return nil, err
 	}
-	backend, err := qemu.New(launch.Accel)
+	backend, err := h.Backend(m.VMM)
 	if err != nil {
 		return nil, err
 	}
 	return &VM{
-		ID: id, Dir: dir, Store: store, KernelRef: launch.KernelRef, Kernel: k,
-		Rootfs: launch.Rootfs, InitBinary: launch.InitBinary, Backend: backend,
-		CPUs: launch.CPUs, MemoryMiB: launch.MemoryMiB, Config: launch.Config,
-		Net: launch.Network, Log: log.With("vm", id),
+		Machine: m, Dir: rec.Dir, Store: store, Backend: backend, State: st,
+		Log: h.Log.With("vm", m.ID), NetworkDB: h.NetworkDB(), kernel: k,
 	}, nil
 }
 
 // Options of one supervision.
 type Options struct {
+	// Steps is the start sequence; nil means DefaultSteps().
 	Steps Steps
 	// Stdout and Stderr receive the workload's output in a foreground run; nil when detached.
 	Stdout, Stderr io.Writer
@@ -65,46 +88,35 @@ type Options struct {
 	Lock *os.File
 }
 
-// Supervise starts the VM, relays until it ends, records the outcome in st, and tears
-// everything down. The record must exist (status created).
-func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agent.Exit, error) {
+// Supervise starts the VM, relays until it ends, records the outcome, and tears everything
+// down. The record must exist (status created).
+func Supervise(ctx context.Context, vm *VM, opts Options) (agent.Exit, error) {
 	if opts.Steps == nil {
 		opts.Steps = DefaultSteps()
-		if vm.Net != nil {
-			var err error
-			if opts.Steps, err = WithNetwork(opts.Steps); err != nil {
-				return agent.Exit{}, err
-			}
-			// Recorded before anything exists: if we die at any later point, gc finds the
-			// allocation (and through it the TAP) from the run id and machine name.
-			opts.Steps, err = opts.Steps.InsertBefore("allocate-address", Step{Name: "record-network",
-				Do: func(context.Context, *VM) error {
-					_, err := st.Update(vm.ID, func(r *state.VM) error { r.Network = vm.netRecord(); return nil })
-					return err
-				}})
-			if err != nil {
-				return agent.Exit{}, err
-			}
-		}
 	}
+	st := vm.State
 	vm.lock = opts.Lock
 	if err := lockDir(vm); err != nil {
-		record(st, vm.ID, agent.Exit{}, err)
+		record(st, vm.ID(), agent.Exit{}, err)
 		return agent.Exit{}, err
 	}
 	defer func() {
 		if opts.AutoRemove {
-			os.RemoveAll(vm.Dir)
-			st.Delete(vm.ID)
+			if err := os.RemoveAll(vm.Dir); err != nil {
+				vm.Log.Warn("remove VM directory", "error", err)
+			}
+			if err := st.Delete(vm.ID()); err != nil {
+				vm.Log.Warn("remove VM record", "error", err)
+			}
 		}
-		unlockDir(vm)
+		vm.lock.Close()
 	}()
 	teardown, err := opts.Steps.Run(ctx, vm)
 	if err != nil {
-		record(st, vm.ID, agent.Exit{}, err)
+		record(st, vm.ID(), agent.Exit{}, err)
 		return agent.Exit{}, err
 	}
-	_, uerr := st.Update(vm.ID, func(r *state.VM) error {
+	_, uerr := st.Update(vm.ID(), func(r *state.VM) error {
 		r.Status, r.StartedAt = state.Running, time.Now()
 		r.SupervisorPID, r.VMMPID, r.Backend = os.Getpid(), vm.VMMPid(), vm.Backend.Name()
 		r.Network = vm.netRecord()
@@ -120,7 +132,7 @@ func Supervise(ctx context.Context, st *state.Store, vm *VM, opts Options) (agen
 	if terr := teardown(); terr != nil {
 		vm.Log.Warn("teardown", "error", terr)
 	}
-	record(st, vm.ID, exit, err)
+	record(st, vm.ID(), exit, err)
 	return exit, err
 }
 
@@ -138,13 +150,4 @@ func record(st *state.Store, id string, exit agent.Exit, err error) {
 		}
 		return nil
 	})
-}
-
-// DecodeLaunch reads a record's launch description.
-func DecodeLaunch(r *state.VM) (Launch, error) {
-	var l Launch
-	if len(r.Launch) == 0 {
-		return l, errors.New("record has no launch description")
-	}
-	return l, json.Unmarshal(r.Launch, &l)
 }

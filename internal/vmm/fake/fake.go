@@ -57,7 +57,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		}
 		prog = exe
 	}
-	inst := &instance{}
+	inst := &instance{ended: make(chan struct{})}
 	sock := filepath.Join(spec.Dir, ControlSocket)
 	if !spec.NoControl {
 		ln, err := net.Listen("unix", sock)
@@ -77,13 +77,14 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		inst.closeControl()
 		return nil, err
 	}
-	go func() { <-inst.proc.Done(); inst.closeControl() }()
+	go func() { <-inst.proc.Done(); inst.closeControl(); close(inst.ended) }()
 	return inst, nil
 }
 
 type instance struct {
 	proc    *vmm.Process
 	control net.Listener
+	ended   chan struct{} // closed once the process has exited and its socket is gone
 }
 
 func (i *instance) closeControl() {
@@ -103,6 +104,7 @@ func (i *instance) Control(ctx context.Context) (net.Conn, error) {
 
 // Wait: the helper exits 0 where a guest would reboot; anything else is a crash.
 func (i *instance) Wait() error {
+	<-i.ended
 	if err := i.proc.Err(); err != nil {
 		return fmt.Errorf("fake: %w", err)
 	}

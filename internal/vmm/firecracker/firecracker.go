@@ -140,7 +140,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
-	inst := &instance{consolePath: spec.ConsoleLog, sock: sock, vsock: VsockPath(spec)}
+	inst := &instance{consolePath: spec.ConsoleLog, sock: sock, vsock: VsockPath(spec), ended: make(chan struct{})}
 	if !spec.NoControl {
 		if inst.control, err = net.Listen("unix", ControlPath(spec)); err != nil {
 			return nil, fmt.Errorf("firecracker: control socket: %w", err)
@@ -158,13 +158,13 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		inst.removeFiles()
 		return nil, err
 	}
-	go func() { <-inst.proc.Done(); inst.removeFiles() }()
+	go func() { <-inst.proc.Done(); inst.removeFiles(); close(inst.ended) }()
 	log := b.logger().With("vm", spec.ID, "pid", inst.proc.Pid())
 	log.Debug("firecracker started", "binary", b.Binary, "api_sock", sock)
 
 	fail := func(err error) (vmm.Instance, error) {
 		inst.Kill()
-		<-inst.proc.Done()
+		<-inst.ended
 		log.Debug("firecracker killed after failed start", "error", err)
 		return nil, err
 	}
@@ -238,6 +238,7 @@ type instance struct {
 	consolePath string
 	sock        string
 	vsock       string
+	ended       chan struct{} // closed once the process has exited and its files are gone
 }
 
 func (i *instance) Pid() int { return i.proc.Pid() }
@@ -261,6 +262,7 @@ func (i *instance) removeFiles() {
 // Wait reports the process's exit: Firecracker exits 0 when the guest reboots (reboot=k),
 // which is how a guest ends its VM on Firecracker.
 func (i *instance) Wait() error {
+	<-i.ended
 	if err := i.proc.Err(); err != nil {
 		return fmt.Errorf("firecracker: %v%s", err, consoleTail(i.consolePath))
 	}

@@ -201,7 +201,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	inst := &instance{spec: spec, stderrPath: spec.ConsoleLog + StderrSuffix}
+	inst := &instance{spec: spec, stderrPath: spec.ConsoleLog + StderrSuffix, ended: make(chan struct{})}
 	if !spec.NoControl {
 		ln, err := net.Listen("unix", filepath.Join(spec.Dir, ControlSocket))
 		if err != nil {
@@ -219,7 +219,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		inst.removeFiles()
 		return nil, err
 	}
-	go func() { <-inst.proc.Done(); inst.removeFiles() }()
+	go func() { <-inst.proc.Done(); inst.removeFiles(); close(inst.ended) }()
 	return inst, nil
 }
 
@@ -228,6 +228,7 @@ type instance struct {
 	proc       *vmm.Process
 	control    net.Listener
 	stderrPath string
+	ended      chan struct{} // closed once the process has exited and its files are gone
 }
 
 func (i *instance) Pid() int { return i.proc.Pid() }
@@ -248,6 +249,7 @@ func (i *instance) removeFiles() {
 }
 
 func (i *instance) Wait() error {
+	<-i.ended
 	if err := i.proc.Err(); err != nil {
 		msg, _ := os.ReadFile(i.stderrPath)
 		if s := strings.TrimSpace(string(msg)); s != "" {

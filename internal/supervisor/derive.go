@@ -1,0 +1,63 @@
+package supervisor
+
+import (
+	"path/filepath"
+
+	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/vmconfig"
+	"github.com/firegopher/firegopher/internal/vmm"
+)
+
+// The forms derived from a machine live here, in one place: the config its init reads and
+// the spec its VMM is started with.
+
+// workloadNoFile is the workload's open-files limit.
+const workloadNoFile = 65536
+
+// GuestConfig is what init is told about m. caps says how the guest finds its root disk;
+// network is the interface's configuration (nil: no network).
+func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmconfig.Config {
+	cfg := vmconfig.Config{
+		Version:  vmconfig.Version,
+		Mode:     vmconfig.ModeApp,
+		Hostname: m.Hostname(),
+		// Root is the first disk: by its serial where the VMM sets one, else by position.
+		Root:    vmconfig.Disk{FSType: "ext4"},
+		Cmd:     m.Process.Cmd,
+		Env:     m.Process.Env,
+		WorkDir: m.Process.WorkDir,
+		User:    m.Process.User,
+		Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: workloadNoFile, Hard: workloadNoFile}},
+		Network: network,
+	}
+	if caps.DiskSerials {
+		cfg.Root.Serial = RootSerial
+	}
+	if m.Mode == spec.ModeSystem {
+		cfg.Mode = vmconfig.ModeSystem
+	}
+	for _, f := range m.Files {
+		cfg.Files = append(cfg.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})
+	}
+	return cfg
+}
+
+// VMMSpec is how the VMM runs m from dir: the root disk clone first, the initrd with its
+// config, the console log, and the NICs the network steps made.
+func VMMSpec(m *spec.Machine, dir, vmlinux string, nics []vmm.NIC) vmm.Spec {
+	return vmm.Spec{
+		ID:         m.ID,
+		Dir:        dir,
+		CPUs:       m.CPUs,
+		MemoryMiB:  m.Memory.MiB(),
+		Kernel:     vmlinux,
+		Initrd:     filepath.Join(dir, InitrdFile),
+		Cmdline:    Cmdline,
+		Disks:      []vmm.Disk{{Path: filepath.Join(dir, DiskFile), Serial: RootSerial}},
+		NICs:       nics,
+		ConsoleLog: filepath.Join(dir, ConsoleLog),
+	}
+}
+
+func (vm *VM) kernelDigest() assets.Digest { return assets.Digest(vm.Machine.Assets.Kernel) }

@@ -1,0 +1,89 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/disk"
+	"github.com/firegopher/firegopher/internal/initrd"
+)
+
+// guestConnectTimeout bounds a boot up to init's first frame (a TCG boot takes seconds).
+const guestConnectTimeout = time.Minute
+
+// removeFile is the undo of a step that made one file in the VM's directory.
+func removeFile(name string) func(*VM) error {
+	return func(vm *VM) error {
+		if err := os.Remove(vm.path(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+}
+
+func cloneRootfs(_ context.Context, vm *VM) error {
+	method, err := disk.Clone(vm.Machine.Assets.Rootfs, vm.path(DiskFile))
+	if err != nil {
+		return err
+	}
+	vm.Log.Debug("root disk cloned", "method", method)
+	return nil
+}
+
+func writeInitrd(_ context.Context, vm *VM) error {
+	base, err := initrd.Base(vm.Store, vm.kernelDigest(), vm.kernel, vm.Machine.Assets.Init)
+	if err != nil {
+		return err
+	}
+	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.net.guestNetwork(vm.Machine.Network))
+	return initrd.ForVM(vm.path(InitrdFile), base, &cfg)
+}
+
+func listenAPI(_ context.Context, vm *VM) (err error) {
+	vm.api, err = net.Listen("unix", vm.path(APISocket))
+	return err
+}
+
+// closeAPI closes the listener, which removes its socket file.
+func closeAPI(vm *VM) error { return vm.api.Close() }
+
+func startVMM(ctx context.Context, vm *VM) error {
+	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.Store.Path(vm.kernel.Vmlinux), vm.nics()))
+	if err != nil {
+		return err
+	}
+	vm.instance = inst
+	vm.Log.Debug("vmm started", "backend", vm.Backend.Name(), "pid", inst.Pid())
+	return nil
+}
+
+// stopVMM kills the VMM; the backend removes what it made (sockets) once it has exited.
+func stopVMM(vm *VM) error {
+	if err := vm.instance.Kill(); err != nil {
+		return err
+	}
+	_ = vm.instance.Wait() // killed on purpose: its exit error says nothing new
+	return nil
+}
+
+// connectGuest waits for init's control connection and its first frame.
+func connectGuest(ctx context.Context, vm *VM) error {
+	ctx, cancel := context.WithTimeout(ctx, guestConnectTimeout)
+	defer cancel()
+	c, err := vm.instance.Control(ctx)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("the guest did not connect its control channel within %s", guestConnectTimeout)
+		}
+		return err
+	}
+	vm.guestRaw, vm.guest = c, agent.NewConn(c)
+	return nil
+}
+
+func disconnectGuest(vm *VM) error { return vm.guestRaw.Close() }
