@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
@@ -95,7 +94,6 @@ func (a *Allocator) Allocate(runID, machine string, inUse func(netip.Prefix) boo
 				continue
 			}
 			if inUse != nil && inUse(s.Subnet) {
-				slog.Debug("network: slot overlaps a host address, skipping", "subnet", s.Subnet)
 				continue
 			}
 			out, found = s, true

@@ -102,7 +102,7 @@ func prepareHost(_ context.Context, vm *VM) (err error) {
 		return err
 	}
 	vm.net.launch = *vm.Net
-	return firewall.Prepare(firewall.HostConfig{Pool: vm.net.pool, AllowVMToVM: vm.Net.AllowVMToVM})
+	return firewall.Prepare(vm.Log, firewall.HostConfig{Pool: vm.net.pool, AllowVMToVM: vm.Net.AllowVMToVM})
 }
 
 func allocateAddress(_ context.Context, vm *VM) error {
@@ -111,7 +111,7 @@ func allocateAddress(_ context.Context, vm *VM) error {
 		return err
 	}
 	vm.net.alloc = a
-	if vm.net.slot, err = a.Allocate(vm.Net.RunID, vm.Net.Machine, network.HostAddrsInUse()); err != nil {
+	if vm.net.slot, err = a.Allocate(vm.Net.RunID, vm.Net.Machine, network.HostAddrsInUse(vm.Log)); err != nil {
 		return err
 	}
 	n := &vmconfig.Network{MAC: vm.net.slot.GuestMAC().String(), MTU: vm.Net.MTU, DHCP: vm.Net.DHCP != DHCPStatic}
@@ -131,22 +131,22 @@ func allocateAddress(_ context.Context, vm *VM) error {
 func releaseAddress(vm *VM) error { return vm.net.alloc.Release(vm.Net.RunID, vm.Net.Machine) }
 
 func createTAP(_ context.Context, vm *VM) error {
-	return network.CreateTAP(vm.net.slot.TAP, vm.net.slot.HostPrefix(), vm.Net.MTU)
+	return network.CreateTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.HostPrefix(), vm.Net.MTU)
 }
 
-func deleteTAP(vm *VM) error { return network.DeleteTAP(vm.net.slot.TAP) }
+func deleteTAP(vm *VM) error { return network.DeleteTAP(vm.Log, vm.net.slot.TAP) }
 
 func firewallTAP(_ context.Context, vm *VM) error {
-	return firewall.AddTAP(vm.net.slot.TAP, vm.net.slot.Guest)
+	return firewall.AddTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.Guest)
 }
 
-func unfirewallTAP(vm *VM) error { return firewall.RemoveTAP(vm.net.slot.TAP) }
+func unfirewallTAP(vm *VM) error { return firewall.RemoveTAP(vm.Log, vm.net.slot.TAP) }
 
 func serveDHCP(_ context.Context, vm *VM) error {
 	s := vm.net.slot
 	switch vm.Net.DHCP {
 	case DHCPEmbedded:
-		stop, err := dhcp.ServeDHCP(context.Background(), s.TAP, dhcp.Lease{
+		stop, err := dhcp.ServeDHCP(context.Background(), vm.Log, s.TAP, dhcp.Lease{
 			Guest: s.Guest, Host: s.Host, DNS: vm.net.dns, Hostname: vm.Config.Hostname, MTU: vm.Net.MTU, MAC: s.GuestMAC(),
 		})
 		vm.net.stopDHCP = stop
@@ -211,10 +211,10 @@ func cleanNetwork(n *state.Network) []string {
 		return nil
 	}
 	tap := alloc.Slot.TAP
-	if err := firewall.RemoveTAP(tap); err == nil {
+	if err := firewall.RemoveTAP(nil, tap); err == nil {
 		done = append(done, "firewall entries of "+tap)
 	}
-	if err := network.DeleteTAP(tap); err == nil {
+	if err := network.DeleteTAP(nil, tap); err == nil {
 		done = append(done, "tap "+tap)
 	}
 	if a.Release(n.RunID, n.Machine) == nil {
