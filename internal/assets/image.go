@@ -48,7 +48,7 @@ func (s *Store) RecipeImage(ctx context.Context, name string, r image.Recipe, lo
 		return "", nil, err
 	}
 	ref := "image/" + name
-	unlock, err := s.Lock(ref)
+	unlock, err := s.Lock(ctx, ref)
 	if err != nil {
 		return "", nil, err
 	}

@@ -54,7 +54,7 @@ func (s *Store) DefaultKernel(ctx context.Context, log *slog.Logger) (Digest, *K
 // package pkg (fetched with apt; a metapackage is followed to its versioned image).
 func (s *Store) DebKernel(ctx context.Context, name, pkg string, log *slog.Logger) (Digest, *Kernel, error) {
 	ref := "kernel/" + name
-	unlock, err := s.Lock(ref)
+	unlock, err := s.Lock(ctx, ref)
 	if err != nil {
 		return "", nil, err
 	}

@@ -340,7 +340,7 @@ func Pull(ctx context.Context, store *assets.Store, ref string, opts Options) (R
 		return Result{}, fmt.Errorf("name %q: want letters, digits, '.', '_', '-' (at most 200)", localName)
 	}
 
-	unlock, err := lockCtx(ctx, store, lockName(src.display))
+	unlock, err := store.Lock(ctx, lockName(src.display))
 	if err != nil {
 		return Result{}, err
 	}
@@ -435,31 +435,6 @@ func lockName(display string) string {
 	}
 	h := sha256.Sum256([]byte(display))
 	return "pull/" + hex.EncodeToString(h[:16])
-}
-
-// lockCtx is store.Lock that gives up when ctx ends; flock itself cannot be interrupted,
-// so a waiter that gave up releases the lock as soon as it gets it.
-func lockCtx(ctx context.Context, store *assets.Store, name string) (func(), error) {
-	type res struct {
-		unlock func()
-		err    error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		u, err := store.Lock(name)
-		ch <- res{u, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.unlock, r.err
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.unlock != nil {
-				r.unlock()
-			}
-		}()
-		return nil, ctx.Err()
-	}
 }
 
 // checkPlatform rejects a single-platform image built for another machine; an index was
