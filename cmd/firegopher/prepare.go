@@ -104,7 +104,7 @@ func newImageCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := oci.Push(cmd.Context(), store, "image/"+name, args[0], insecure || insecureRegistry(args[0])); err != nil {
+			if err := oci.Push(cmd.Context(), store, "image/"+name, args[0], insecure); err != nil {
 				return err
 			}
 			fmt.Printf("image/%s pushed to %s\n", name, args[0])
@@ -112,7 +112,7 @@ func newImageCommand(g *globalFlags) *cobra.Command {
 		},
 	}
 	rf.register(build)
-	build.Flags().BoolVar(&insecure, "insecure", false, "plain HTTP to the registry")
+	build.Flags().BoolVar(&insecure, "insecure", false, "let the registry speak plain HTTP (loopback registries always may)")
 	img.AddCommand(build)
 	return img
 }

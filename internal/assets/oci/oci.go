@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -53,7 +55,8 @@ type Options struct {
 	// DiskSize is the size in bytes of the ext4 file made from a container image; 0 sizes
 	// it from the content. Images that ship their own disk file keep its size.
 	DiskSize int64
-	// Insecure talks plain HTTP to the registry (loopback registries do anyway).
+	// Insecure lets the registry speak plain HTTP; loopback registries (localhost,
+	// 127.0.0.0/8, ::1) always may.
 	Insecure bool
 	// Progress receives per-layer progress; nil is quiet.
 	Progress io.Writer
@@ -96,13 +99,14 @@ func parseSource(ref string, insecure bool) (*source, error) {
 	if m := layoutRef.FindStringSubmatch(ref); m != nil {
 		return parseLayoutSource(m[2])
 	}
-	var opts []name.Option
-	if insecure {
-		opts = append(opts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, opts...)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	if insecure || loopbackRegistry(r.Context().RegistryStr()) {
+		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
+			return nil, fmt.Errorf("image reference %q: %w", ref, err)
+		}
 	}
 	s := &source{display: r.Name(), repo: r.Context().RepositoryStr(), ref: r}
 	switch r := r.(type) {
@@ -112,6 +116,19 @@ func parseSource(ref string, insecure bool) (*source, error) {
 		s.digest = r.DigestStr()
 	}
 	return s, nil
+}
+
+// loopbackRegistry: a registry on this host may speak plain HTTP, as docker allows.
+func loopbackRegistry(hostPort string) bool {
+	host := hostPort
+	if h, _, err := net.SplitHostPort(hostPort); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // parseLayoutSource splits "<dir>[:tag][@sha256:...]".
