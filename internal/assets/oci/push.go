@@ -77,9 +77,6 @@ func Push(ctx context.Context, store *assets.Store, kindName, ref string, insecu
 		if err != nil {
 			return err
 		}
-		if !store.Has(im.Rootfs) {
-			return fmt.Errorf("push %s: rootfs %s: %w", kindName, im.Rootfs.Short(), assets.ErrNotFound)
-		}
 		entries = []layerEntry{{name: DiskFileName, blob: store.Path(im.Rootfs)}}
 		if c := im.Config; c != nil {
 			cfg = v1.Config{Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User}

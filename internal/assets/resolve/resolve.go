@@ -65,7 +65,10 @@ func (r *Resolver) kernel(ctx context.Context, ref spec.AssetRef) (assets.Digest
 		return "", nil, err
 	}
 	k, err := r.Store.LoadKernel(d)
-	return d, k, err
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	return d, k, nil
 }
 
 // Image returns the root filesystem to clone for ref and the image's run defaults (nil
@@ -98,11 +101,8 @@ func (r *Resolver) image(ctx context.Context, ref spec.AssetRef) (string, *asset
 			return "", nil, err
 		}
 		if im, err = r.Store.LoadImage(d); err != nil {
-			return "", nil, err
+			return "", nil, fmt.Errorf("%s: %w", ref, err)
 		}
-	}
-	if !r.Store.Has(im.Rootfs) {
-		return "", nil, fmt.Errorf("%s: rootfs %s: %w", ref, im.Rootfs.Short(), assets.ErrNotFound)
 	}
 	return r.Store.Path(im.Rootfs), im.Config, nil
 }
