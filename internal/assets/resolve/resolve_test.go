@@ -6,22 +6,17 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
 	"maps"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -29,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/assets/oci/ocitest"
 	"github.com/firegopher/firegopher/internal/spec"
 )
 
@@ -188,28 +184,9 @@ func TestImageFileAndName(t *testing.T) {
 	wantErr(t, "rootfs gone", err, assets.ErrNotFound, "--image", "web")
 }
 
-// testRegistry is an in-memory registry on 127.0.0.1 (plain HTTP, allowed for loopback)
-// that counts the requests it serves.
-type testRegistry struct {
-	host     string
-	requests atomic.Int64
-}
-
-func newRegistry(t *testing.T) *testRegistry {
-	t.Helper()
-	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no credentials of the machine running the tests
-	tr := &testRegistry{}
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		tr.requests.Add(1)
-		inner.ServeHTTP(w, req)
-	}))
-	t.Cleanup(srv.Close)
-	tr.host = strings.TrimPrefix(srv.URL, "http://")
-	return tr
-}
-
-func (tr *testRegistry) push(t *testing.T, repoTag string, cfg v1.Config, files map[string][]byte) string {
+// push stores a one-layer image of files (with their parent directories) and config cfg
+// for the host's platform in reg as repoTag, and returns its reference.
+func push(t *testing.T, reg *ocitest.Registry, repoTag string, cfg v1.Config, files map[string][]byte) string {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -239,7 +216,7 @@ func (tr *testRegistry) push(t *testing.T, repoTag string, cfg v1.Config, files 
 	cf.OS, cf.Architecture, cf.Config = "linux", runtime.GOARCH, cfg
 	img, err = mutate.ConfigFile(img, cf)
 	must(t, err)
-	ref := tr.host + "/" + repoTag
+	ref := reg.Host + "/" + repoTag
 	r, err := name.ParseReference(ref, name.Insecure)
 	must(t, err)
 	must(t, remote.Write(r, img))
@@ -263,8 +240,8 @@ func testCtx(t *testing.T) context.Context {
 // cache without asking the registry afterwards.
 func TestKernelPulledOnce(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t)
-	ref := reg.push(t, "firegopher/test-kernel:6.1", v1.Config{}, map[string][]byte{"boot/vmlinux": fakeELF("pulled")})
+	reg := ocitest.New(t, nil)
+	ref := push(t, reg, "firegopher/test-kernel:6.1", v1.Config{}, map[string][]byte{"boot/vmlinux": fakeELF("pulled")})
 	r := newResolver(t)
 	var progress bytes.Buffer
 	r.Progress = &progress
@@ -284,25 +261,25 @@ func TestKernelPulledOnce(t *testing.T) {
 		t.Errorf("kernel/test-kernel-6.1 = %s %v, want %s", got, err, d)
 	}
 
-	reg.requests.Store(0)
+	reg.ResetCounts()
 	d2, _, err := r.Kernel(ctx, spec.AssetRef{OCI: ref})
 	if err != nil || d2 != d {
 		t.Fatalf("second resolve = %s %v, want %s", d2, err, d)
 	}
-	if n := reg.requests.Load(); n != 0 {
+	if n := reg.Requests(); n != 0 {
 		t.Errorf("second resolve sent %d requests to the registry", n)
 	}
 
-	_, _, err = r.Kernel(ctx, spec.AssetRef{OCI: reg.host + "/firegopher/absent-kernel:1"})
+	_, _, err = r.Kernel(ctx, spec.AssetRef{OCI: reg.Host + "/firegopher/absent-kernel:1"})
 	wantErr(t, "absent repository", err, nil, "--kernel", "absent-kernel")
 }
 
 // A container image is pulled, flattened into ext4, and comes with its run defaults.
 func TestImagePulled(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t)
+	reg := ocitest.New(t, nil)
 	cfg := v1.Config{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/bin/app"}, Cmd: []string{"--serve"}, WorkingDir: "/srv", User: "1000"}
-	ref := reg.push(t, "library/app:2", cfg, map[string][]byte{"bin/app": []byte("#!/bin/sh\n"), "srv/index.html": []byte("hi\n")})
+	ref := push(t, reg, "library/app:2", cfg, map[string][]byte{"bin/app": []byte("#!/bin/sh\n"), "srv/index.html": []byte("hi\n")})
 	r := newResolver(t)
 
 	rootfs, got, err := r.Image(ctx, spec.AssetRef{OCI: ref})

@@ -198,17 +198,10 @@ func Check(cfg HostConfig) ([]string, error) {
 // Registering a TAP again replaces its guest address. log: nil discards.
 func AddTAP(log *slog.Logger, tap string, guest netip.Addr) error {
 	log = orDiscard(log)
-	if err := network.ValidateIfName(tap); err != nil {
-		return fmt.Errorf("firewall: %w", err)
-	}
 	if !guest.Is4() {
 		return fmt.Errorf("firewall: tap %s: guest address %q: not IPv4", tap, guest.String())
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: nftables: %w", err)
-	}
-	taps, guests, err := ourSets(c)
+	c, taps, guests, err := connect(tap)
 	if err != nil {
 		return err
 	}
@@ -247,14 +240,7 @@ func AddTAP(log *slog.Logger, tap string, guest netip.Addr) error {
 // not an error: cleanup may run twice. log: nil discards.
 func RemoveTAP(log *slog.Logger, tap string) error {
 	log = orDiscard(log)
-	if err := network.ValidateIfName(tap); err != nil {
-		return fmt.Errorf("firewall: %w", err)
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: nftables: %w", err)
-	}
-	taps, guests, err := ourSets(c)
+	c, taps, guests, err := connect(tap)
 	if err != nil {
 		return err
 	}
@@ -330,6 +316,18 @@ func tableExists(c *nftables.Conn) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// connect checks the TAP name and returns a connection and our two sets, nil where absent.
+func connect(tap string) (c *nftables.Conn, taps, guests *nftables.Set, err error) {
+	if err := network.ValidateIfName(tap); err != nil {
+		return nil, nil, nil, fmt.Errorf("firewall: %w", err)
+	}
+	if c, err = nftables.New(); err != nil {
+		return nil, nil, nil, fmt.Errorf("firewall: nftables: %w", err)
+	}
+	taps, guests, err = ourSets(c)
+	return c, taps, guests, err
 }
 
 // ourSets returns our two sets, nil where absent (or the table is).
