@@ -100,28 +100,44 @@ func TestTryLockContendsWithinOneProcess(t *testing.T) {
 	}
 }
 
-func TestLockWaitsForRelease(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.lock")
-	f, err := Lock(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var released atomic.Bool
-	got := make(chan error, 1)
-	go func() {
-		g, err := Lock(context.Background(), path)
-		if err == nil {
-			if !released.Load() {
-				err = errors.New("second Lock granted while the first was held")
+// Lock and WaitReleased return once the holder lets go (that they wait while it holds
+// the lock is TestLockGivesUpWithContext's part), and leave the lock free.
+func TestWaitersReturnOnRelease(t *testing.T) {
+	ctx := context.Background()
+	for name, wait := range map[string]func(path string) error{
+		"Lock": func(path string) error {
+			g, err := Lock(ctx, path)
+			if err == nil {
+				g.Close()
 			}
-			g.Close()
+			return err
+		},
+		"WaitReleased": func(path string) error { return WaitReleased(ctx, path) },
+	} {
+		path := filepath.Join(t.TempDir(), "a.lock")
+		f, err := Lock(ctx, path)
+		if err != nil {
+			t.Fatal(err)
 		}
-		got <- err
-	}()
-	released.Store(true)
-	f.Close()
-	if err := <-got; err != nil {
-		t.Fatal(err)
+		var released atomic.Bool
+		got := make(chan error, 1)
+		go func() {
+			err := wait(path)
+			if err == nil && !released.Load() {
+				err = errors.New("returned while the lock was held")
+			}
+			got <- err
+		}()
+		released.Store(true)
+		f.Close()
+		if err := <-got; err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		g, err := TryLock(path)
+		if err != nil {
+			t.Fatalf("TryLock after %s: %v", name, err)
+		}
+		g.Close()
 	}
 }
 
@@ -160,37 +176,6 @@ func TestLockErrorNamesPath(t *testing.T) {
 	if err := WaitReleased(context.Background(), path); err != nil {
 		t.Errorf("WaitReleased(missing file) = %v; want nil", err)
 	}
-}
-
-func TestWaitReleased(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.lock")
-	if err := WaitReleased(context.Background(), path); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Lock(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var released atomic.Bool
-	got := make(chan error, 1)
-	go func() {
-		err := WaitReleased(context.Background(), path)
-		if err == nil && !released.Load() {
-			err = errors.New("WaitReleased returned while the lock was held")
-		}
-		got <- err
-	}()
-	released.Store(true)
-	f.Close()
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	// Waiting took nothing.
-	g, err := TryLock(path)
-	if err != nil {
-		t.Fatalf("TryLock after WaitReleased: %v", err)
-	}
-	g.Close()
 }
 
 func TestHeldByAnotherProcess(t *testing.T) {
