@@ -17,7 +17,6 @@ func (g *globalFlags) store() (*assets.Store, error) { return assets.Open(g.cach
 
 func newPullCommand(g *globalFlags) *cobra.Command {
 	var o oci.Options
-	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "pull REF",
 		Short: "Fetch a kernel (*-kernel*) or root filesystem image from an OCI registry or layout",
@@ -33,7 +32,6 @@ WorkingDir and User kept as the defaults of firegopher run.`,
 				return err
 			}
 			o.Log, o.Progress = g.logger(), os.Stderr
-			o.Insecure = insecure || insecureRegistry(args[0])
 			res, err := oci.Pull(cmd.Context(), store, args[0], o)
 			if err != nil {
 				return err
@@ -48,7 +46,7 @@ WorkingDir and User kept as the defaults of firegopher run.`,
 	cmd.Flags().StringVar(&o.Name, "name", "", "local name (default: from the repository and tag)")
 	cmd.Flags().StringVar(&o.Kind, "kind", "", "kernel or image (default: detected)")
 	cmd.Flags().Int64Var(&o.DiskSize, "disk-size", 0, "ext4 size in bytes for flattened container images (default: content + headroom)")
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "plain HTTP to the registry (loopback registries always are)")
+	cmd.Flags().BoolVar(&o.Insecure, "insecure", false, "let the registry speak plain HTTP (loopback registries always may)")
 	return cmd
 }
 
@@ -63,10 +61,10 @@ func newPushCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return oci.Push(cmd.Context(), store, args[0], args[1], insecure || insecureRegistry(args[1]))
+			return oci.Push(cmd.Context(), store, args[0], args[1], insecure)
 		},
 	}
-	cmd.Flags().BoolVar(&insecure, "insecure", false, "plain HTTP to the registry")
+	cmd.Flags().BoolVar(&insecure, "insecure", false, "let the registry speak plain HTTP (loopback registries always may)")
 	return cmd
 }
 

@@ -56,12 +56,12 @@ func newHostCommand(g *globalFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return firewall.Prepare(c)
+				return firewall.Prepare(g.logger(), c)
 			},
 		},
 		&cobra.Command{
 			Use: "reset", Short: "Remove table inet firegopher whole; nothing else is touched", Args: cobra.NoArgs,
-			RunE: func(*cobra.Command, []string) error { return firewall.Reset() },
+			RunE: func(*cobra.Command, []string) error { return firewall.Reset(g.logger()) },
 		},
 		&cobra.Command{
 			Use: "check", Short: "Show what host preparation is missing", Args: cobra.NoArgs,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -10,9 +9,8 @@ import (
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/assets/oci"
 	"github.com/firegopher/firegopher/internal/image"
+	"github.com/firegopher/firegopher/internal/spec"
 )
-
-var imageName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // recipeFlags are the base-image recipe's flags, shared by prepare and image build.
 type recipeFlags struct {
@@ -46,8 +44,8 @@ func (f *recipeFlags) build(cmd *cobra.Command, g *globalFlags, store *assets.St
 			name = r.Suite
 		}
 	}
-	if !imageName.MatchString(name) {
-		return "", fmt.Errorf("--name: %q, want lowercase letters, digits, '.', '_', '-'", name)
+	if _, err := spec.ParseName("--name", name); err != nil {
+		return "", err
 	}
 	if name == "default" && custom {
 		return "", fmt.Errorf("--name: \"default\" is the default recipe's; name this one")
@@ -104,7 +102,7 @@ func newImageCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := oci.Push(cmd.Context(), store, "image/"+name, args[0], insecure || insecureRegistry(args[0])); err != nil {
+			if err := oci.Push(cmd.Context(), store, "image/"+name, args[0], insecure); err != nil {
 				return err
 			}
 			fmt.Printf("image/%s pushed to %s\n", name, args[0])
@@ -112,7 +110,7 @@ func newImageCommand(g *globalFlags) *cobra.Command {
 		},
 	}
 	rf.register(build)
-	build.Flags().BoolVar(&insecure, "insecure", false, "plain HTTP to the registry")
+	build.Flags().BoolVar(&insecure, "insecure", false, "let the registry speak plain HTTP (loopback registries always may)")
 	img.AddCommand(build)
 	return img
 }

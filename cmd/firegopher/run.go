@@ -4,17 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/firegopher/firegopher/internal/assets"
-	"github.com/firegopher/firegopher/internal/assets/oci"
+	"github.com/firegopher/firegopher/internal/assets/resolve"
 	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
 )
@@ -62,7 +59,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool) error {
 	log := g.logger()
 	if m.Mode == spec.ModeApp && len(m.Process.Cmd) == 0 && (m.Image.Path != "" || m.Image.Name == "default") {
-		return applyImageDefaults(&m.Process, nil) // no image config can supply one: say so before any work
+		return resolve.ApplyImageDefaults(&m.Process, nil) // no image config can supply one: say so before any work
 	}
 	h, err := g.host()
 	if err != nil {
@@ -82,16 +79,17 @@ func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool) erro
 	if err != nil {
 		return err
 	}
-	kernelDigest, _, err := resolveKernel(ctx, store, m.Kernel, log)
+	res := &resolve.Resolver{Store: store, Log: log, Progress: os.Stderr}
+	kernelDigest, _, err := res.Kernel(ctx, m.Kernel)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	rootfs, imageConfig, err := resolveImage(ctx, store, m.Image, log)
+	rootfs, imageConfig, err := res.Image(ctx, m.Image)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	if m.Mode == spec.ModeApp {
-		if err := applyImageDefaults(&m.Process, imageConfig); err != nil {
+		if err := resolve.ApplyImageDefaults(&m.Process, imageConfig); err != nil {
 			return err
 		}
 	}
@@ -124,106 +122,6 @@ func interrupted(ctx context.Context, err error) error {
 		return errInterrupted
 	}
 	return err
-}
-
-func resolveKernel(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (assets.Digest, *assets.Kernel, error) {
-	switch {
-	case ref.Path != "" && strings.HasSuffix(ref.Path, ".deb"):
-		return store.ImportKernelDeb(ctx, ref.Path)
-	case ref.Path != "":
-		return store.ImportKernelFile(ref.Path)
-	case ref.Name == "default":
-		return store.DefaultKernel(ctx, log)
-	case ref.Deb != "":
-		return store.DebKernel(ctx, ref.Deb, ref.Deb, log)
-	case ref.OCI != "":
-		name, err := pullIfMissing(ctx, store, ref.OCI, oci.KindKernel, log)
-		if err != nil {
-			return "", nil, fmt.Errorf("--kernel: %w", err)
-		}
-		ref.Name = name
-	}
-	d, err := store.Resolve("kernel/" + ref.Name)
-	if err != nil {
-		return "", nil, fmt.Errorf("--kernel: %s: %w", ref.Name, err)
-	}
-	k, err := store.LoadKernel(d)
-	return d, k, err
-}
-
-// resolveImage returns the root filesystem to clone and the image's run defaults.
-func resolveImage(ctx context.Context, store *assets.Store, ref spec.AssetRef, log *slog.Logger) (string, *assets.ImageConfig, error) {
-	switch {
-	case ref.Path != "":
-		return ref.Path, nil, nil
-	case ref.Name == "default":
-		_, im, err := store.DefaultImage(ctx, log)
-		if err != nil {
-			return "", nil, err
-		}
-		return store.Path(im.Rootfs), im.Config, nil
-	case ref.OCI != "":
-		name, err := pullIfMissing(ctx, store, ref.OCI, oci.KindImage, log)
-		if err != nil {
-			return "", nil, fmt.Errorf("--image: %w", err)
-		}
-		ref.Name = name
-	}
-	d, err := store.Resolve("image/" + ref.Name)
-	if err != nil {
-		return "", nil, fmt.Errorf("--image: %s: %w (firegopher pull REF, or firegopher prepare --name)", ref.Name, err)
-	}
-	im, err := store.LoadImage(d)
-	if err != nil {
-		return "", nil, err
-	}
-	return store.Path(im.Rootfs), im.Config, nil
-}
-
-// pullIfMissing returns the local name of ref, pulling it on first use.
-func pullIfMissing(ctx context.Context, store *assets.Store, ref, kind string, log *slog.Logger) (string, error) {
-	name, err := oci.LocalName(ref)
-	if err != nil {
-		return "", err
-	}
-	if _, err := store.Resolve(kind + "/" + name); err == nil {
-		return name, nil
-	}
-	log.Info("pulling "+ref, "kind", kind)
-	res, err := oci.Pull(ctx, store, ref, oci.Options{Name: name, Kind: kind, Progress: os.Stderr, Log: log, Insecure: insecureRegistry(ref)})
-	if err != nil {
-		return "", err
-	}
-	return res.Name, nil
-}
-
-// insecureRegistry allows plain HTTP for registries on loopback, like docker does.
-func insecureRegistry(ref string) bool {
-	host, _, _ := strings.Cut(ref, "/")
-	return strings.HasPrefix(host, "localhost") || strings.HasPrefix(host, "127.")
-}
-
-// applyImageDefaults merges a container image's config under what the user gave, the way
-// docker run does: the user's command replaces Cmd, Entrypoint stays in front; image Env
-// comes first so the user's --env wins.
-func applyImageDefaults(p *spec.Process, c *assets.ImageConfig) error {
-	if c != nil {
-		if len(p.Cmd) == 0 {
-			p.Cmd = c.Cmd
-		}
-		p.Cmd = append(append([]string(nil), c.Entrypoint...), p.Cmd...)
-		p.Env = append(append([]string(nil), c.Env...), p.Env...)
-		if p.WorkDir == "" {
-			p.WorkDir = c.WorkingDir
-		}
-		if p.User == "" {
-			p.User = c.User
-		}
-	}
-	if len(p.Cmd) == 0 {
-		return errors.New("no command: usage: firegopher run [flags] -- CMD [ARGS...] (the image has no default command)")
-	}
-	return nil
 }
 
 // findInit locates firegopher-init: $FIREGOPHER_INIT, beside this binary, or the

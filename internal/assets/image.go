@@ -2,7 +2,7 @@ package assets
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -28,11 +28,14 @@ type ImageConfig struct {
 	User       string   `json:"user,omitempty"`
 }
 
-// LoadImage reads an image manifest.
+// LoadImage reads an image manifest and checks that its root filesystem is stored.
 func (s *Store) LoadImage(d Digest) (*Image, error) {
 	var im Image
 	if err := s.GetJSON(d, &im); err != nil {
 		return nil, err
+	}
+	if !s.Has(im.Rootfs) {
+		return nil, fmt.Errorf("image %s: rootfs %s: %w", d.Short(), im.Rootfs.Short(), ErrNotFound)
 	}
 	return &im, nil
 }
@@ -47,20 +50,13 @@ func (s *Store) RecipeImage(ctx context.Context, name string, r image.Recipe, lo
 	if err := r.Validate(); err != nil {
 		return "", nil, err
 	}
-	ref := "image/" + name
-	unlock, err := s.Lock(ref)
-	if err != nil {
-		return "", nil, err
-	}
-	defer unlock()
-	if d, err := s.Resolve(ref); err == nil {
-		im, err := s.LoadImage(d)
-		if err == nil && s.Has(im.Rootfs) {
-			return d, im, nil
-		}
-	} else if !errors.Is(err, ErrNotFound) {
-		return "", nil, err
-	}
+	return buildOnce(ctx, s, "image/"+name, s.LoadImage, func() (Digest, *Image, error) {
+		return s.buildRecipeImage(ctx, name, r, log)
+	})
+}
+
+// buildRecipeImage bootstraps r into a root filesystem and stores it, untagged.
+func (s *Store) buildRecipeImage(ctx context.Context, name string, r image.Recipe, log *slog.Logger) (Digest, *Image, error) {
 	log.Info("building root filesystem "+name+" (first use only, about a minute)", "suite", r.Suite, "packages", r.Packages)
 	tmp, err := s.TempDir("image-*")
 	if err != nil {
@@ -81,5 +77,5 @@ func (s *Store) RecipeImage(ctx context.Context, name string, r image.Recipe, lo
 		return "", nil, err
 	}
 	log.Info("root filesystem "+name+" ready", "digest", rootfs.Short())
-	return d, im, s.Tag(ref, d)
+	return d, im, nil
 }

@@ -2,7 +2,6 @@ package assets
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -53,18 +52,13 @@ func (s *Store) DefaultKernel(ctx context.Context, log *slog.Logger) (Digest, *K
 // DebKernel returns the kernel named name, made on first use from the distribution
 // package pkg (fetched with apt; a metapackage is followed to its versioned image).
 func (s *Store) DebKernel(ctx context.Context, name, pkg string, log *slog.Logger) (Digest, *Kernel, error) {
-	ref := "kernel/" + name
-	unlock, err := s.Lock(ref)
-	if err != nil {
-		return "", nil, err
-	}
-	defer unlock()
-	if d, err := s.Resolve(ref); err == nil {
-		k, err := s.LoadKernel(d)
-		return d, k, err
-	} else if !errors.Is(err, ErrNotFound) {
-		return "", nil, err
-	}
+	return buildOnce(ctx, s, "kernel/"+name, s.LoadKernel, func() (Digest, *Kernel, error) {
+		return s.buildDebKernel(ctx, name, pkg, log)
+	})
+}
+
+// buildDebKernel fetches pkg and stores its kernel, untagged.
+func (s *Store) buildDebKernel(ctx context.Context, name, pkg string, log *slog.Logger) (Digest, *Kernel, error) {
 	log.Info("preparing kernel "+name+" (first use only)", "package", pkg)
 	tmp, err := s.TempDir("kernel-*")
 	if err != nil {
@@ -80,7 +74,7 @@ func (s *Store) DebKernel(ctx context.Context, name, pkg string, log *slog.Logge
 		return "", nil, err
 	}
 	log.Info("kernel "+name+" ready", "version", k.Version, "modules", len(k.Modules), "digest", d.Short())
-	return d, k, s.Tag(ref, d)
+	return d, k, nil
 }
 
 // ImportKernelDeb stores the kernel and guest modules of a Debian linux-image package.

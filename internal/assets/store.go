@@ -7,6 +7,7 @@ package assets
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,7 +19,7 @@ import (
 	"regexp"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/firegopher/firegopher/internal/flock"
 )
 
 // Digest names content: "sha256:<64 hex>".
@@ -214,15 +215,12 @@ func (s *Store) refPath(ref string) (string, error) {
 }
 
 // Lock takes an exclusive lock named name, shared by every firegopher process on the host,
-// so that concurrent first runs build an asset once while the others wait for it.
-func (s *Store) Lock(name string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.root, "locks", strings.ReplaceAll(name, "/", "_")+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+// so that concurrent first runs build an asset once while the others wait for it. It
+// gives up when ctx ends.
+func (s *Store) Lock(ctx context.Context, name string) (unlock func(), err error) {
+	f, err := flock.Lock(ctx, filepath.Join(s.root, "locks", strings.ReplaceAll(name, "/", "_")+".lock"))
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+	return func() { f.Close() }, nil
 }

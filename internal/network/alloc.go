@@ -1,19 +1,19 @@
 package network
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
+
+	"github.com/firegopher/firegopher/internal/flock"
 )
 
 // LockTimeout is how long an allocator operation waits for another process holding the
@@ -95,7 +95,6 @@ func (a *Allocator) Allocate(runID, machine string, inUse func(netip.Prefix) boo
 				continue
 			}
 			if inUse != nil && inUse(s.Subnet) {
-				slog.Debug("network: slot overlaps a host address, skipping", "subnet", s.Subnet)
 				continue
 			}
 			out, found = s, true
@@ -236,11 +235,13 @@ func (a *Allocator) view(fn func(*bolt.Tx) error) error {
 func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	unlock, err := lockFile(a.path+".lock", LockTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
+	defer cancel()
+	lock, err := flock.Lock(ctx, a.path+".lock")
 	if err != nil {
 		return fmt.Errorf("allocator %s: %w", a.path, err)
 	}
-	defer unlock()
+	defer lock.Close()
 	// Timeout: a process that opened the file directly (not through the side lock) is a
 	// wait, not an error.
 	db, err := bolt.Open(a.path, 0o600, &bolt.Options{Timeout: LockTimeout})
@@ -252,36 +253,4 @@ func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
 		err = fmt.Errorf("allocator %s: close: %w", a.path, cerr)
 	}
 	return err
-}
-
-// lockFile takes an exclusive flock on path, waiting up to timeout.
-func lockFile(path string, timeout time.Duration) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		for {
-			err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
-			if err != unix.EINTR {
-				done <- err
-				return
-			}
-		}
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		return func() { f.Close() }, nil // closing the file drops the flock
-	case <-t.C:
-		// The flock cannot be interrupted: let it finish, then let go at once.
-		go func() { <-done; f.Close() }()
-		return nil, fmt.Errorf("lock %s: still held by another process after %s", path, timeout)
-	}
 }

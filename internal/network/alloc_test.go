@@ -3,6 +3,7 @@ package network
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/firegopher/firegopher/internal/flock"
 )
 
 func openTestAllocator(t *testing.T, pool string) *Allocator {
@@ -188,11 +191,11 @@ func TestAllocatorWaitsForLock(t *testing.T) {
 			}
 			release = func() { db.Close() }
 		} else {
-			unlock, err := lockFile(a.path+".lock", time.Second)
+			lock, err := flock.Lock(context.Background(), a.path+".lock")
 			if err != nil {
 				t.Fatal(err)
 			}
-			release = unlock
+			release = func() { lock.Close() }
 		}
 		done := make(chan time.Time, 1)
 		errc := make(chan error, 1)

@@ -43,8 +43,9 @@ func WithOwner(uid, gid uint32) TAPOption {
 // default) and brings it up, in the current network namespace. A TAP of that name that
 // already exists is reconfigured instead, so a retry after a crash converges; any other
 // kind of interface of that name is an error. On failure a TAP this call created is
-// removed again.
-func CreateTAP(name string, host netip.Prefix, mtu int, opts ...TAPOption) (err error) {
+// removed again. log (nil: discard) gets the TAP's progress at Debug.
+func CreateTAP(log *slog.Logger, name string, host netip.Prefix, mtu int, opts ...TAPOption) (err error) {
+	log = orDiscard(log)
 	if err := ValidateIfName(name); err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func CreateTAP(name string, host netip.Prefix, mtu int, opts ...TAPOption) (err 
 		if t, ok := link.(*netlink.Tuntap); !ok || t.Mode != netlink.TUNTAP_MODE_TAP {
 			return fmt.Errorf("tap %s: an interface of that name exists and is not a TAP (type %s)", name, link.Type())
 		}
-		slog.Debug("network: reusing existing TAP", "tap", name)
+		log.Debug("network: reusing existing TAP", "tap", name)
 	case isNotFound(err):
 		t := &netlink.Tuntap{
 			LinkAttrs: netlink.LinkAttrs{Name: name},
@@ -83,8 +84,8 @@ func CreateTAP(name string, host netip.Prefix, mtu int, opts ...TAPOption) (err 
 		created = true
 		defer func() {
 			if err != nil {
-				if derr := DeleteTAP(name); derr != nil {
-					slog.Warn("network: removing half-made TAP failed", "tap", name, "err", derr)
+				if derr := DeleteTAP(log, name); derr != nil {
+					log.Warn("network: removing half-made TAP failed", "tap", name, "error", derr)
 				}
 			}
 		}()
@@ -119,14 +120,15 @@ func CreateTAP(name string, host netip.Prefix, mtu int, opts ...TAPOption) (err 
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("tap %s: up: %w", name, err)
 	}
-	slog.Info("network: TAP ready", "tap", name, "address", host, "mtu", mtu, "created", created)
+	log.Debug("network: TAP ready", "tap", name, "address", host, "mtu", mtu, "created", created)
 	return nil
 }
 
 // DeleteTAP removes the TAP name from the current network namespace. A missing TAP is not
 // an error (cleanup may run twice); an interface of that name that is not a TAP is left
-// alone and reported.
-func DeleteTAP(name string) error {
+// alone and reported. log: nil discards.
+func DeleteTAP(log *slog.Logger, name string) error {
+	log = orDiscard(log)
 	if err := ValidateIfName(name); err != nil {
 		return err
 	}
@@ -143,7 +145,7 @@ func DeleteTAP(name string) error {
 	if err := netlink.LinkDel(link); err != nil {
 		return fmt.Errorf("tap %s: delete: %w", name, err)
 	}
-	slog.Info("network: TAP deleted", "tap", name)
+	log.Debug("network: TAP deleted", "tap", name)
 	return nil
 }
 
@@ -167,19 +169,29 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // namespace and returns a predicate for Allocate: does a candidate subnet overlap any of
 // them (with its prefix)? If the addresses cannot be read it logs and reports nothing in
 // use; CreateTAP would then still succeed, and the conflict shows as a routing problem.
-func HostAddrsInUse() func(netip.Prefix) bool {
+// Each overlap it reports is logged at Debug (log: nil discards).
+func HostAddrsInUse(log *slog.Logger) func(netip.Prefix) bool {
+	log = orDiscard(log)
 	prefixes, err := HostPrefixes()
 	if err != nil {
-		slog.Warn("network: cannot read host addresses; not avoiding them", "err", err)
+		log.Warn("network: cannot read host addresses; not avoiding them", "error", err)
 	}
 	return func(p netip.Prefix) bool {
 		for _, h := range prefixes {
 			if h.Overlaps(p) {
+				log.Debug("network: slot overlaps a host address, skipping", "subnet", p, "host_address", h)
 				return true
 			}
 		}
 		return false
 	}
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }
 
 // HostPrefixes lists the IPv4 addresses (with prefix length) of every interface in the

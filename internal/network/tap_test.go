@@ -1,8 +1,10 @@
 package network
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -36,7 +38,7 @@ func TestTAPValidation(t *testing.T) {
 	ns := nstest.New(t, "tapval")
 	ns.Run(t, func() error {
 		for _, c := range cases {
-			err := CreateTAP(c.name, c.host, c.mtu)
+			err := CreateTAP(nil, c.name, c.host, c.mtu)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("CreateTAP(%q, %s, %d) = %v; want an error naming %s", c.name, c.host, c.mtu, err, c.want)
 			}
@@ -49,8 +51,10 @@ func TestCreateDeleteTAP(t *testing.T) {
 	ns := nstest.New(t, "tap")
 	slot := PreferredSlot(DefaultPool, "abc", "m1")
 	name := slot.TAP
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ns.Run(t, func() error {
-		if err := CreateTAP(name, slot.HostPrefix(), 1400, WithOwner(1000, 1000)); err != nil {
+		if err := CreateTAP(log, name, slot.HostPrefix(), 1400, WithOwner(1000, 1000)); err != nil {
 			return err
 		}
 		if err := checkTAP(name, slot.HostPrefix(), 1400); err != nil {
@@ -62,7 +66,7 @@ func TestCreateDeleteTAP(t *testing.T) {
 		}
 		// Again, with another address: reconfigured, not duplicated.
 		other := netip.MustParsePrefix("172.16.9.1/30")
-		if err := CreateTAP(name, other, 0); err != nil {
+		if err := CreateTAP(nil, name, other, 0); err != nil {
 			return fmt.Errorf("second CreateTAP: %w", err)
 		}
 		if err := checkTAP(name, other, 1400); err != nil {
@@ -76,26 +80,32 @@ func TestCreateDeleteTAP(t *testing.T) {
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "notatap"}, PeerName: "notatap-peer"}); err != nil {
 			return err
 		}
-		if err := CreateTAP("notatap", other, 0); err == nil || !strings.Contains(err.Error(), "not a TAP") {
+		if err := CreateTAP(nil, "notatap", other, 0); err == nil || !strings.Contains(err.Error(), "not a TAP") {
 			return fmt.Errorf("CreateTAP over a veth: %v", err)
 		}
-		if err := DeleteTAP("notatap"); err == nil {
+		if err := DeleteTAP(nil, "notatap"); err == nil {
 			return errors.New("DeleteTAP deleted a veth")
 		}
 		if _, err := netlink.LinkByName("notatap"); err != nil {
 			return fmt.Errorf("veth gone: %w", err)
 		}
-		if err := DeleteTAP(name); err != nil {
+		if err := DeleteTAP(log, name); err != nil {
 			return err
 		}
 		if _, err := netlink.LinkByName(name); !isNotFound(err) {
 			return fmt.Errorf("tap %s still there after DeleteTAP: %v", name, err)
 		}
-		return DeleteTAP(name) // twice: fine
+		return DeleteTAP(nil, name) // twice: fine
 	})
 	// Nothing leaked into the test process's own namespace.
 	if _, err := netlink.LinkByName(name); !isNotFound(err) {
 		t.Fatalf("tap %s visible outside the test namespace: %v", name, err)
+	}
+	// Per-VM progress goes to the injected logger, at Debug.
+	for _, want := range []string{`level=DEBUG msg="network: TAP ready" tap=` + name, `level=DEBUG msg="network: TAP deleted" tap=` + name} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logged.String())
+		}
 	}
 }
 
@@ -152,7 +162,7 @@ func TestHostAddrsInUse(t *testing.T) {
 				return fmt.Errorf("add %s: %w", p, err)
 			}
 		}
-		inUse := HostAddrsInUse()
+		inUse := HostAddrsInUse(nil)
 		for p, want := range map[string]bool{
 			"172.16.5.8/30": true, "172.16.5.4/30": false, "10.9.200.0/30": true,
 			"127.0.0.0/30": true, "172.16.5.12/30": false,

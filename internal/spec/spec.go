@@ -101,6 +101,15 @@ var ociRef = regexp.MustCompile(`^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
+// ParseName checks the name of a VM or a cached asset: lowercase letters, digits, '.', '_'
+// and '-', starting with a letter or digit, at most 63 bytes (a hostname label).
+func ParseName(field, s string) (string, error) {
+	if !namePattern.MatchString(s) {
+		return "", fmt.Errorf("%s: %q, want lowercase letters, digits, '.', '_', '-' (at most 63)", field, s)
+	}
+	return s, nil
+}
+
 // ParseAssetRef reads NAME, PATH or an OCI REF. A leading '/' or '.' makes a path, which
 // must exist as a regular file; a ':', '/' or '@' elsewhere makes a registry reference.
 func ParseAssetRef(field, s string) (AssetRef, error) {

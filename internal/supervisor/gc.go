@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -91,7 +92,7 @@ func (h *Host) GC() ([]string, error) {
 			os.Remove(filepath.Join(r.Dir, f))
 		}
 		if r.Network != nil {
-			for _, item := range cleanNetwork(r.Network) {
+			for _, item := range cleanNetwork(h.Log, r.Network) {
 				report = append(report, fmt.Sprintf("vm %s: removed %s", r.ID, item))
 			}
 		}
@@ -167,7 +168,7 @@ func (h *Host) killVMMs(dir string) []string {
 // cleanNetwork undoes a lost VM's network from its record: firewall entries, TAP, slot.
 // The record may predate the allocation (the supervisor died while allocating): the
 // allocator, asked by run id and slot, knows the TAP if there is one.
-func cleanNetwork(n *state.Network) []string {
+func cleanNetwork(log *slog.Logger, n *state.Network) []string {
 	var done []string
 	pool, err := netip.ParsePrefix(n.Pool)
 	if err != nil {
@@ -182,10 +183,10 @@ func cleanNetwork(n *state.Network) []string {
 		return nil
 	}
 	tap := alloc.Slot.TAP
-	if err := firewall.RemoveTAP(tap); err == nil {
+	if err := firewall.RemoveTAP(log, tap); err == nil {
 		done = append(done, "firewall entries of "+tap)
 	}
-	if err := network.DeleteTAP(tap); err == nil {
+	if err := network.DeleteTAP(log, tap); err == nil {
 		done = append(done, "tap "+tap)
 	}
 	if a.Release(n.RunID, n.Machine) == nil {

@@ -1,11 +1,12 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
+	"github.com/firegopher/firegopher/internal/flock"
 )
 
 // lockDir takes the lock that says "a supervisor owns this VM": gc leaves a VM alone while
@@ -19,12 +20,8 @@ func lockDir(vm *VM) error {
 	if err := os.MkdirAll(vm.Dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(vm.path(LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := flock.TryLock(vm.path(LockFile))
 	if err != nil {
-		return err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
 		return fmt.Errorf("VM %s is owned by another supervisor: %w", vm.ID(), err)
 	}
 	vm.lock = f
@@ -42,10 +39,7 @@ func ClaimDir(vmsDir, id string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(tmp, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err == nil {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-	}
+	f, err := flock.Lock(context.Background(), filepath.Join(tmp, LockFile))
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(vmsDir, id))
 	}
@@ -60,26 +54,9 @@ func ClaimDir(vmsDir, id string) (*os.File, error) {
 }
 
 // Owned says whether a live supervisor holds dir's lock.
-func Owned(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, LockFile))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return true
-	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
-}
+func Owned(dir string) bool { return flock.Held(filepath.Join(dir, LockFile)) }
 
 // waitReleased returns once no supervisor holds dir's lock (it has recorded the exit).
 func waitReleased(dir string) {
-	f, err := os.Open(filepath.Join(dir, LockFile))
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	unix.Flock(int(f.Fd()), unix.LOCK_SH) // blocks until the supervisor lets go
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	flock.WaitReleased(context.Background(), filepath.Join(dir, LockFile))
 }

@@ -73,15 +73,15 @@ var (
 		_, err := vm.State.Update(vm.ID(), func(r *state.VM) error { r.Network = vm.netRecord(); return nil })
 		return err
 	})
-	prepareHost = withNetwork(func(_ context.Context, _ *VM, n *spec.Network) error {
-		return firewall.Prepare(firewall.HostConfig{Pool: n.Pool, AllowVMToVM: n.AllowVMToVM})
+	prepareHost = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
+		return firewall.Prepare(vm.Log, firewall.HostConfig{Pool: n.Pool, AllowVMToVM: n.AllowVMToVM})
 	})
 	allocateAddress = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
 		a, err := network.OpenAllocator(vm.NetworkDB, n.Pool)
 		if err != nil {
 			return err
 		}
-		slot, err := a.Allocate(n.RunID, n.Slot, network.HostAddrsInUse())
+		slot, err := a.Allocate(n.RunID, n.Slot, network.HostAddrsInUse(vm.Log))
 		if err != nil {
 			return err
 		}
@@ -90,16 +90,16 @@ var (
 		return nil
 	})
 	createTAP = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
-		return network.CreateTAP(vm.net.slot.TAP, vm.net.slot.HostPrefix(), n.MTU)
+		return network.CreateTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.HostPrefix(), n.MTU)
 	})
 	firewallTAP = withNetwork(func(_ context.Context, vm *VM, _ *spec.Network) error {
-		return firewall.AddTAP(vm.net.slot.TAP, vm.net.slot.Guest)
+		return firewall.AddTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.Guest)
 	})
 	serveDHCP = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
 		s := vm.net.slot
 		switch n.DHCP {
 		case spec.DHCPEmbedded:
-			stop, err := dhcp.ServeDHCP(context.Background(), s.TAP, dhcp.Lease{
+			stop, err := dhcp.ServeDHCP(context.Background(), vm.Log, s.TAP, dhcp.Lease{
 				Guest: s.Guest, Host: s.Host, DNS: n.DNS, Hostname: vm.Machine.Hostname(), MTU: n.MTU, MAC: s.GuestMAC(),
 			})
 			vm.net.stopDHCP = stop
@@ -143,14 +143,14 @@ func deleteTAP(vm *VM) error {
 	if vm.Machine.Network == nil {
 		return nil
 	}
-	return network.DeleteTAP(vm.net.slot.TAP)
+	return network.DeleteTAP(vm.Log, vm.net.slot.TAP)
 }
 
 func unfirewallTAP(vm *VM) error {
 	if vm.Machine.Network == nil {
 		return nil
 	}
-	return firewall.RemoveTAP(vm.net.slot.TAP)
+	return firewall.RemoveTAP(vm.Log, vm.net.slot.TAP)
 }
 
 func stopDHCP(vm *VM) error {

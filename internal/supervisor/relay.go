@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/logtail"
 	"github.com/firegopher/firegopher/internal/spec"
 )
 
@@ -204,20 +205,8 @@ func (vm *VM) diagnose(vmErr error) error {
 	if vmErr != nil {
 		msg = ": " + vmErr.Error()
 	}
-	if tail := consoleTail(vm.path(ConsoleLog), 15); tail != "" {
+	if tail := strings.Join(logtail.File(vm.path(ConsoleLog), 15), "\n"); tail != "" {
 		msg += "\nlast lines of the console (" + vm.path(ConsoleLog) + "):\n" + tail
 	}
 	return fmt.Errorf("%w%s", ErrNoExitStatus, msg)
-}
-
-func consoleTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -335,7 +335,7 @@ func (f *flattener) meta(host string, hdr *tar.Header) error {
 		}
 		if err := unix.Lsetxattr(host, attr, []byte(hdr.PAXRecords[k]), 0); err != nil {
 			// user.* on a symlink and the like: the kernel's rules, not a broken image.
-			f.log.Warn("extended attribute not kept", "path", hdr.Name, "xattr", attr, "err", err)
+			f.log.Warn("extended attribute not kept", "path", hdr.Name, "xattr", attr, "error", err)
 		}
 	}
 	if hdr.Typeflag == tar.TypeDir {

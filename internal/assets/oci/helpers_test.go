@@ -8,9 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,13 +15,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -36,55 +31,6 @@ import (
 	"github.com/firegopher/firegopher/internal/kernel"
 	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
 )
-
-// testRegistry is an in-process registry on 127.0.0.1 that counts blob downloads.
-type testRegistry struct {
-	host string
-	mu   sync.Mutex
-	gets map[string]int // path of GET /v2/.../blobs/... → count
-}
-
-// newRegistry starts a registry; wrap, if set, sits between the client and the registry
-// (to corrupt or stall responses).
-func newRegistry(t *testing.T, wrap func(http.Handler) http.Handler) *testRegistry {
-	t.Helper()
-	// Hermetic auth: no docker config of the machine running the tests.
-	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	tr := &testRegistry{gets: map[string]int{}}
-	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	if wrap != nil {
-		h = wrap(h)
-	}
-	inner := h
-	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
-			tr.mu.Lock()
-			tr.gets[r.URL.Path]++
-			tr.mu.Unlock()
-		}
-		inner.ServeHTTP(w, r)
-	})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	tr.host = strings.TrimPrefix(srv.URL, "http://")
-	return tr
-}
-
-func (tr *testRegistry) blobGets() map[string]int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range tr.gets {
-		out[k] = v
-	}
-	return out
-}
-
-func (tr *testRegistry) resetCounts() {
-	tr.mu.Lock()
-	tr.gets = map[string]int{}
-	tr.mu.Unlock()
-}
 
 // tentry is one tar entry of a test layer.
 type tentry struct {

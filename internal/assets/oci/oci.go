@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -53,7 +55,8 @@ type Options struct {
 	// DiskSize is the size in bytes of the ext4 file made from a container image; 0 sizes
 	// it from the content. Images that ship their own disk file keep its size.
 	DiskSize int64
-	// Insecure talks plain HTTP to the registry (loopback registries do anyway).
+	// Insecure lets the registry speak plain HTTP; loopback registries (localhost,
+	// 127.0.0.0/8, ::1) always may.
 	Insecure bool
 	// Progress receives per-layer progress; nil is quiet.
 	Progress io.Writer
@@ -96,13 +99,14 @@ func parseSource(ref string, insecure bool) (*source, error) {
 	if m := layoutRef.FindStringSubmatch(ref); m != nil {
 		return parseLayoutSource(m[2])
 	}
-	var opts []name.Option
-	if insecure {
-		opts = append(opts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, opts...)
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	if insecure || loopbackRegistry(r.Context().RegistryStr()) {
+		if r, err = name.ParseReference(ref, name.Insecure); err != nil {
+			return nil, fmt.Errorf("image reference %q: %w", ref, err)
+		}
 	}
 	s := &source{display: r.Name(), repo: r.Context().RepositoryStr(), ref: r}
 	switch r := r.(type) {
@@ -112,6 +116,19 @@ func parseSource(ref string, insecure bool) (*source, error) {
 		s.digest = r.DigestStr()
 	}
 	return s, nil
+}
+
+// loopbackRegistry: a registry on this host may speak plain HTTP, as docker allows.
+func loopbackRegistry(hostPort string) bool {
+	host := hostPort
+	if h, _, err := net.SplitHostPort(hostPort); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // parseLayoutSource splits "<dir>[:tag][@sha256:...]".
@@ -340,7 +357,7 @@ func Pull(ctx context.Context, store *assets.Store, ref string, opts Options) (R
 		return Result{}, fmt.Errorf("name %q: want letters, digits, '.', '_', '-' (at most 200)", localName)
 	}
 
-	unlock, err := lockCtx(ctx, store, lockName(src.display))
+	unlock, err := store.Lock(ctx, lockName(src.display))
 	if err != nil {
 		return Result{}, err
 	}
@@ -435,31 +452,6 @@ func lockName(display string) string {
 	}
 	h := sha256.Sum256([]byte(display))
 	return "pull/" + hex.EncodeToString(h[:16])
-}
-
-// lockCtx is store.Lock that gives up when ctx ends; flock itself cannot be interrupted,
-// so a waiter that gave up releases the lock as soon as it gets it.
-func lockCtx(ctx context.Context, store *assets.Store, name string) (func(), error) {
-	type res struct {
-		unlock func()
-		err    error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		u, err := store.Lock(name)
-		ch <- res{u, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.unlock, r.err
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.unlock != nil {
-				r.unlock()
-			}
-		}()
-		return nil, ctx.Err()
-	}
 }
 
 // checkPlatform rejects a single-platform image built for another machine; an index was

@@ -318,7 +318,7 @@ func (p *puller) storeKernel(ctx context.Context, tree string) (assets.Digest, e
 			}
 			// Its own initrd loads what it needs, so it still boots system VMs; app VMs,
 			// which boot through firegopher's initrd, will say what is missing.
-			p.log.Warn("kernel stored without guest modules: app VMs cannot use it", "ref", p.src.display, "err", err)
+			p.log.Warn("kernel stored without guest modules: app VMs cannot use it", "ref", p.src.display, "error", err)
 			mods = nil
 		}
 		for _, m := range mods {

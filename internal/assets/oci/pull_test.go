@@ -28,6 +28,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/assets/oci/ocitest"
 	"github.com/firegopher/firegopher/internal/image"
 	"github.com/firegopher/firegopher/internal/kernel"
 	"github.com/firegopher/firegopher/internal/kernel/kerneltest"
@@ -100,7 +101,7 @@ func modulesLayer(t *testing.T) v1.Layer {
 // A multi-platform kernel image: the host's platform is picked from the index.
 func TestPullKernel(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	store := newStore(t)
 
 	vmlinux, initrd := fakeELF("amd64"), []byte("initrd-bytes")
@@ -110,7 +111,7 @@ func TestPullKernel(t *testing.T) {
 		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}}},
 		mutate.IndexAddendum{Add: host, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}},
 	)
-	ref := reg.host + "/falco/debian-kernel:6.1-x86_64"
+	ref := reg.Host + "/falco/debian-kernel:6.1-x86_64"
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestPullKernel(t *testing.T) {
 	assertTmpEmpty(t, store)
 
 	// Again: the registry digest is unchanged, so nothing is downloaded.
-	reg.resetCounts()
+	reg.ResetCounts()
 	again, err := Pull(ctx, store, ref, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +170,7 @@ func TestPullKernel(t *testing.T) {
 	if !again.Cached || again.Digest != res.Digest {
 		t.Errorf("second pull %+v, want cached %s", again, res.Digest)
 	}
-	if n := len(reg.blobGets()); n != 0 {
+	if n := len(reg.BlobGets()); n != 0 {
 		t.Errorf("second pull downloaded %d blobs", n)
 	}
 }
@@ -198,7 +199,7 @@ func makeExt4(t *testing.T, content string) string {
 
 func TestPullRootfsImage(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	store := newStore(t)
 	disk := makeExt4(t, "hi")
 	data, err := os.ReadFile(disk)
@@ -206,7 +207,7 @@ func TestPullRootfsImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := imageOf(t, v1.Config{Env: []string{"A=1"}}, layerOf(t, []tentry{dirE("images", 0o755), fileE("images/ubuntu.img", string(data), 0o644)}))
-	ref := reg.host + "/falco/ubuntu-image:22.04"
+	ref := reg.Host + "/falco/ubuntu-image:22.04"
 	pushImage(t, ref, img)
 
 	res, err := Pull(ctx, store, ref, Options{})
@@ -240,11 +241,11 @@ func TestPullRootfsImage(t *testing.T) {
 // An ordinary container image: flattened, made into ext4, checked inside with debugfs.
 func TestPullContainerImage(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	store := newStore(t)
 	lower, upper := testLayers()
 	cfg := v1.Config{Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8"}, Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo hi"}, WorkingDir: "/data", User: "1000:1000"}
-	ref := reg.host + "/library/debian:bookworm"
+	ref := reg.Host + "/library/debian:bookworm"
 	pushImage(t, ref, imageOf(t, cfg, layerOf(t, lower), layerOf(t, upper)))
 
 	res, err := Pull(ctx, store, ref, Options{DiskSize: 64 << 20})
@@ -336,7 +337,7 @@ func randomLayer(t *testing.T, size int) v1.Layer {
 func TestPullDigestMismatch(t *testing.T) {
 	ctx := testCtx(t)
 	var bad string
-	reg := newRegistry(t, func(h http.Handler) http.Handler {
+	reg := ocitest.New(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet || bad == "" || !strings.HasSuffix(r.URL.Path, bad) {
 				h.ServeHTTP(w, r)
@@ -355,7 +356,7 @@ func TestPullDigestMismatch(t *testing.T) {
 	})
 	store := newStore(t)
 	img := imageOf(t, v1.Config{}, randomLayer(t, 64<<10))
-	ref := reg.host + "/test/corrupt:1"
+	ref := reg.Host + "/test/corrupt:1"
 	pushImage(t, ref, img)
 	bad = layerPath(t, img)
 
@@ -369,7 +370,7 @@ func TestPullDigestMismatch(t *testing.T) {
 func TestPullCancelled(t *testing.T) {
 	var bad string
 	started := make(chan struct{})
-	reg := newRegistry(t, func(h http.Handler) http.Handler {
+	reg := ocitest.New(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet || bad == "" || !strings.HasSuffix(r.URL.Path, bad) {
 				h.ServeHTTP(w, r)
@@ -388,7 +389,7 @@ func TestPullCancelled(t *testing.T) {
 	})
 	store := newStore(t)
 	img := imageOf(t, v1.Config{}, layerOf(t, []tentry{fileE("a", "a", 0o644)}), randomLayer(t, 1<<20))
-	ref := reg.host + "/test/slow:1"
+	ref := reg.Host + "/test/slow:1"
 	pushImage(t, ref, img)
 	bad = layerPath(t, img)
 
@@ -405,17 +406,17 @@ func TestPullCancelled(t *testing.T) {
 }
 
 // pushKernelImage publishes a small kernel image and returns its ref.
-func pushKernelImage(t *testing.T, reg *testRegistry, repo string) string {
+func pushKernelImage(t *testing.T, reg *ocitest.Registry, repo string) string {
 	img := imageOf(t, v1.Config{}, kernelLayer(t, fakeELF(repo), []byte("initrd of "+repo)), layerOf(t, []tentry{fileE("boot/extra", "x", 0o644)}))
-	ref := reg.host + "/" + repo + ":v1"
+	ref := reg.Host + "/" + repo + ":v1"
 	pushImage(t, ref, img)
-	reg.resetCounts()
+	reg.ResetCounts()
 	return ref
 }
 
-func assertEachBlobOnce(t *testing.T, reg *testRegistry) {
+func assertEachBlobOnce(t *testing.T, reg *ocitest.Registry) {
 	t.Helper()
-	gets := reg.blobGets()
+	gets := reg.BlobGets()
 	// config + two layers
 	if len(gets) != 3 {
 		t.Errorf("blob GETs %v, want config and two layers", gets)
@@ -429,7 +430,7 @@ func assertEachBlobOnce(t *testing.T, reg *testRegistry) {
 
 func TestPullConcurrent(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, func(h http.Handler) http.Handler {
+	reg := ocitest.New(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.Contains(r.URL.Path, "/blobs/") {
 				time.Sleep(20 * time.Millisecond) // let the others pile up on the lock
@@ -471,7 +472,7 @@ func TestPullConcurrent(t *testing.T) {
 
 // Separate processes share the store's lock just as goroutines do.
 func TestPullConcurrentProcesses(t *testing.T) {
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	store := newStore(t)
 	ref := pushKernelImage(t, reg, "test/fedora-kernel")
 
@@ -573,11 +574,11 @@ func TestLocalName(t *testing.T) {
 // own initrd; without one it is useless and the pull fails.
 func TestPullKernelModulesMissing(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	store := newStore(t)
 	mods := layerOf(t, []tentry{fileE("lib/modules/5.10.0/kernel/fs/unused.ko", string(kerneltest.Module("depends=")), 0o644)})
 
-	withInitrd := reg.host + "/test/old-kernel:1"
+	withInitrd := reg.Host + "/test/old-kernel:1"
 	pushImage(t, withInitrd, imageOf(t, v1.Config{}, kernelLayer(t, fakeELF("old"), []byte("initrd")), mods))
 	res, err := Pull(ctx, store, withInitrd, Options{})
 	if err != nil {
@@ -588,7 +589,7 @@ func TestPullKernelModulesMissing(t *testing.T) {
 		t.Errorf("kernel %+v %v: want initrd, version 5.10.0, no modules", k, err)
 	}
 
-	bare := reg.host + "/test/bare-kernel:1"
+	bare := reg.Host + "/test/bare-kernel:1"
 	pushImage(t, bare, imageOf(t, v1.Config{}, layerOf(t, []tentry{fileE("boot/vmlinux", string(fakeELF("bare")), 0o644)}), mods))
 	if _, err := Pull(ctx, store, bare, Options{}); err == nil || !strings.Contains(err.Error(), "virtio") {
 		t.Errorf("err = %v, want the missing guest modules named", err)

@@ -43,6 +43,7 @@ type layerEntry struct {
 // single-layer OCI image at ref (a registry reference, or "oci:<dir>[:tag]" for a local OCI
 // layout). A kernel becomes the seed's FROM-scratch layout (/boot/vmlinux, /boot/initrd,
 // /lib/modules/<version>/...), an image one /rootfs.ext4: both pull back as they were.
+// insecure is Options.Insecure.
 func Push(ctx context.Context, store *assets.Store, kindName, ref string, insecure bool) error {
 	kind, _, err := splitKindName(kindName)
 	if err != nil {
@@ -75,9 +76,6 @@ func Push(ctx context.Context, store *assets.Store, kindName, ref string, insecu
 		im, err := store.LoadImage(d)
 		if err != nil {
 			return err
-		}
-		if !store.Has(im.Rootfs) {
-			return fmt.Errorf("push %s: rootfs %s: %w", kindName, im.Rootfs.Short(), assets.ErrNotFound)
 		}
 		entries = []layerEntry{{name: DiskFileName, blob: store.Path(im.Rootfs)}}
 		if c := im.Config; c != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/assets/oci/ocitest"
 	"github.com/firegopher/firegopher/internal/kernel"
 )
 
@@ -97,10 +98,10 @@ func layerFiles(t *testing.T, ref string) map[string]assets.Digest {
 
 func TestPushPullKernel(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	a, b := newStore(t), newStore(t)
 	k := cachedKernel(t, a, "kernel/mine")
-	ref := reg.host + "/me/mine-kernel:6.1"
+	ref := reg.Host + "/me/mine-kernel:6.1"
 	if err := Push(ctx, a, "kernel/mine", ref, false); err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +150,11 @@ func TestPushPullKernel(t *testing.T) {
 
 func TestPushPullImage(t *testing.T) {
 	ctx := testCtx(t)
-	reg := newRegistry(t, nil)
+	reg := ocitest.New(t, nil)
 	a := newStore(t)
 	im := cachedImage(t, a, "image/mine")
 
-	for _, dst := range []string{reg.host + "/me/mine-image:1", "oci:" + filepath.Join(t.TempDir(), "layout") + ":v1"} {
+	for _, dst := range []string{reg.Host + "/me/mine-image:1", "oci:" + filepath.Join(t.TempDir(), "layout") + ":v1"} {
 		t.Run(dst[:3], func(t *testing.T) {
 			if err := Push(ctx, a, "image/mine", dst, false); err != nil {
 				t.Fatal(err)

@@ -114,8 +114,12 @@ func broadcast(p netip.Prefix) netip.Addr {
 // ServeDHCP answers DHCP on tap (bound to that interface by name, in the current network
 // namespace) with exactly lease. It returns once the socket is listening; the responder runs
 // until ctx is done or stop is called. stop waits for it to finish and may be called more
-// than once. The TAP must exist; it need not have a VM attached yet.
-func ServeDHCP(ctx context.Context, tap string, lease Lease) (stop func() error, err error) {
+// than once. The TAP must exist; it need not have a VM attached yet. log (nil: discard)
+// gets each exchange at Debug and real problems at Warn.
+func ServeDHCP(ctx context.Context, log *slog.Logger, tap string, lease Lease) (stop func() error, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := network.ValidateIfName(tap); err != nil {
 		return nil, fmt.Errorf("dhcp: %w", err)
 	}
@@ -131,7 +135,7 @@ func ServeDHCP(ctx context.Context, tap string, lease Lease) (stop func() error,
 	if err != nil {
 		return nil, fmt.Errorf("dhcp on %s: listen: %w", tap, err)
 	}
-	r := &responder{tap: tap, lease: l, log: slog.With("tap", tap, "guest", l.Guest)}
+	r := &responder{tap: tap, lease: l, log: log.With("tap", tap, "guest", l.Guest)}
 	srv, err := server4.NewServer(tap, nil, r.handle, server4.WithConn(conn))
 	if err != nil {
 		conn.Close()
@@ -153,7 +157,7 @@ func ServeDHCP(ctx context.Context, tap string, lease Lease) (stop func() error,
 			if serveErr != nil && !errors.Is(serveErr, net.ErrClosed) {
 				stopErr = fmt.Errorf("dhcp on %s: %w", tap, serveErr)
 			}
-			r.log.Info("dhcp: responder stopped")
+			r.log.Debug("dhcp: responder stopped")
 		})
 		return stopErr
 	}
@@ -166,11 +170,11 @@ func ServeDHCP(ctx context.Context, tap string, lease Lease) (stop func() error,
 			closed := r.closed
 			r.mu.Unlock()
 			if !closed { // Serve ended by itself (a socket error); stop reports it too
-				r.log.Error("dhcp: responder failed", "err", serveErr)
+				r.log.Warn("dhcp: responder failed", "error", serveErr)
 			}
 		}
 	}()
-	r.log.Info("dhcp: responder listening", "host", l.Host, "bits", l.Bits, "dns", l.DNS)
+	r.log.Debug("dhcp: responder listening", "host", l.Host, "bits", l.Bits, "dns", l.DNS)
 	return stop, nil
 }
 
@@ -250,7 +254,7 @@ func (r *responder) handle(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv
 func (r *responder) reply(conn net.PacketConn, to net.Addr, req *dhcpv4.DHCPv4, log *slog.Logger, mods ...dhcpv4.Modifier) {
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
-		log.Error("dhcp: build reply", "err", err)
+		log.Warn("dhcp: build reply", "error", err)
 		return
 	}
 	r.mu.Lock()
@@ -259,8 +263,8 @@ func (r *responder) reply(conn net.PacketConn, to net.Addr, req *dhcpv4.DHCPv4, 
 		return
 	}
 	if _, err := conn.WriteTo(resp.ToBytes(), to); err != nil {
-		log.Warn("dhcp: send reply", "to", to, "err", err)
+		log.Warn("dhcp: send reply", "to", to, "error", err)
 		return
 	}
-	log.Info("dhcp: replied", "reply", resp.MessageType(), "to", to, "yiaddr", resp.YourIPAddr)
+	log.Debug("dhcp: replied", "reply", resp.MessageType(), "to", to, "yiaddr", resp.YourIPAddr)
 }

@@ -105,7 +105,7 @@ func TestServeDHCP(t *testing.T) {
 	var stopA, stopB func() error
 	host.Run(t, func() error {
 		var err error
-		stopA, err = ServeDHCP(ctx, a.tap, Lease{
+		stopA, err = ServeDHCP(ctx, nil, a.tap, Lease{
 			Guest: netip.MustParseAddr("172.16.0.2"), Host: netip.MustParseAddr("172.16.0.1"),
 			DNS:      []netip.Addr{netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("10.53.0.53")},
 			Duration: 10 * time.Minute, Hostname: "vm-a", MTU: 1400, MAC: guestMAC,
@@ -113,7 +113,7 @@ func TestServeDHCP(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		stopB, err = ServeDHCP(ctx, b.tap, Lease{
+		stopB, err = ServeDHCP(ctx, nil, b.tap, Lease{
 			Guest: netip.MustParseAddr("172.16.0.6"), Host: netip.MustParseAddr("172.16.0.5"),
 			DNS: []netip.Addr{netip.MustParseAddr("172.16.0.5")},
 		})
@@ -160,7 +160,7 @@ func TestServeDHCP(t *testing.T) {
 	var stopB2 func() error
 	host.Run(t, func() error {
 		var err error
-		stopB2, err = ServeDHCP(ctx2, b.tap, Lease{Guest: netip.MustParseAddr("172.16.0.6"), Host: netip.MustParseAddr("172.16.0.5"), DNS: []netip.Addr{netip.MustParseAddr("172.16.0.5")}})
+		stopB2, err = ServeDHCP(ctx2, nil, b.tap, Lease{Guest: netip.MustParseAddr("172.16.0.6"), Host: netip.MustParseAddr("172.16.0.5"), DNS: []netip.Addr{netip.MustParseAddr("172.16.0.5")}})
 		return err
 	})
 	if _, err := request(b.guest); err != nil {
@@ -192,7 +192,7 @@ func TestServeDHCPRejects(t *testing.T) {
 	ns := nstest.New(t, "dhcpval") // should one be accepted, it listens there, not on the host
 	ns.Run(t, func() error {
 		for _, c := range cases {
-			stop, err := ServeDHCP(context.Background(), c.tap, c.lease)
+			stop, err := ServeDHCP(context.Background(), nil, c.tap, c.lease)
 			if err == nil {
 				stop()
 				t.Errorf("ServeDHCP(%s, %+v) = nil", c.tap, c.lease)

@@ -75,8 +75,10 @@ func readSysctl(name string) (string, error) {
 // Prepare makes the current namespace ready for VMs: sysctls, then our table with its
 // sets, chains and rules. It is idempotent: with everything already in place it changes
 // nothing; otherwise it rebuilds the chains' rules in one atomic nftables transaction that
-// keeps the TAPs already registered with AddTAP.
-func Prepare(cfg HostConfig) error {
+// keeps the TAPs already registered with AddTAP. It logs the host changes it makes: sysctls
+// at Info, the table at Debug (log: nil discards).
+func Prepare(log *slog.Logger, cfg HostConfig) error {
+	log = orDiscard(log)
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
@@ -92,7 +94,7 @@ func Prepare(cfg HostConfig) error {
 		if err := os.WriteFile(sysctlPath(s.name), []byte(s.want), 0o644); err != nil {
 			return fmt.Errorf("firewall: set sysctl %s=%s: %w", s.name, s.want, err)
 		}
-		slog.Info("firewall: sysctl set", "name", s.name, "from", cur, "to", s.want)
+		log.Info("firewall: sysctl set", "name", s.name, "from", cur, "to", s.want)
 	}
 
 	c, err := nftables.New()
@@ -139,13 +141,14 @@ func Prepare(cfg HostConfig) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: install table inet %s: %w", TableName, err)
 	}
-	slog.Info("firewall: table installed", "table", "inet "+TableName, "pool", cfg.Pool, "allow_vm_to_vm", cfg.AllowVMToVM)
+	log.Debug("firewall: table installed", "table", "inet "+TableName, "pool", cfg.Pool, "allow_vm_to_vm", cfg.AllowVMToVM)
 	return nil
 }
 
 // Reset deletes our table, with everything in it, and nothing else. Sysctls stay as they
-// are: other software on the host may rely on forwarding too.
-func Reset() error {
+// are: other software on the host may rely on forwarding too. log: nil discards.
+func Reset(log *slog.Logger) error {
+	log = orDiscard(log)
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("firewall: nftables: %w", err)
@@ -158,7 +161,7 @@ func Reset() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: delete table inet %s: %w", TableName, err)
 	}
-	slog.Info("firewall: table deleted", "table", "inet "+TableName)
+	log.Info("firewall: table deleted", "table", "inet "+TableName)
 	return nil
 }
 
@@ -192,19 +195,13 @@ func Check(cfg HostConfig) ([]string, error) {
 
 // AddTAP registers tap as a VM's TAP whose only allowed source address is guest. Call it
 // after Prepare and before the VM starts; until then everything the TAP sends is dropped.
-// Registering a TAP again replaces its guest address.
-func AddTAP(tap string, guest netip.Addr) error {
-	if err := network.ValidateIfName(tap); err != nil {
-		return fmt.Errorf("firewall: %w", err)
-	}
+// Registering a TAP again replaces its guest address. log: nil discards.
+func AddTAP(log *slog.Logger, tap string, guest netip.Addr) error {
+	log = orDiscard(log)
 	if !guest.Is4() {
 		return fmt.Errorf("firewall: tap %s: guest address %q: not IPv4", tap, guest.String())
 	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: nftables: %w", err)
-	}
-	taps, guests, err := ourSets(c)
+	c, taps, guests, err := connect(tap)
 	if err != nil {
 		return err
 	}
@@ -235,21 +232,15 @@ func AddTAP(tap string, guest netip.Addr) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: register tap %s guest %s: %w", tap, guest, err)
 	}
-	slog.Info("firewall: tap registered", "tap", tap, "guest", guest)
+	log.Debug("firewall: tap registered", "tap", tap, "guest", guest)
 	return nil
 }
 
 // RemoveTAP forgets tap. A TAP that is not registered, or a host that is not prepared, is
-// not an error: cleanup may run twice.
-func RemoveTAP(tap string) error {
-	if err := network.ValidateIfName(tap); err != nil {
-		return fmt.Errorf("firewall: %w", err)
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: nftables: %w", err)
-	}
-	taps, guests, err := ourSets(c)
+// not an error: cleanup may run twice. log: nil discards.
+func RemoveTAP(log *slog.Logger, tap string) error {
+	log = orDiscard(log)
+	c, taps, guests, err := connect(tap)
 	if err != nil {
 		return err
 	}
@@ -286,7 +277,7 @@ func RemoveTAP(tap string) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: unregister tap %s: %w", tap, err)
 	}
-	slog.Info("firewall: tap unregistered", "tap", tap)
+	log.Debug("firewall: tap unregistered", "tap", tap)
 	return nil
 }
 
@@ -325,6 +316,18 @@ func tableExists(c *nftables.Conn) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// connect checks the TAP name and returns a connection and our two sets, nil where absent.
+func connect(tap string) (c *nftables.Conn, taps, guests *nftables.Set, err error) {
+	if err := network.ValidateIfName(tap); err != nil {
+		return nil, nil, nil, fmt.Errorf("firewall: %w", err)
+	}
+	if c, err = nftables.New(); err != nil {
+		return nil, nil, nil, fmt.Errorf("firewall: nftables: %w", err)
+	}
+	taps, guests, err = ourSets(c)
+	return c, taps, guests, err
 }
 
 // ourSets returns our two sets, nil where absent (or the table is).
@@ -372,4 +375,11 @@ func ifname(n string) []byte {
 func guestKey(tap string, guest netip.Addr) []byte {
 	a := guest.As4()
 	return append(ifname(tap), a[:]...)
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }

@@ -62,7 +62,7 @@ func TestPrepareCheckReset(t *testing.T) {
 				return fmt.Errorf("Check before Prepare = %q, want it to mention %q", missing, want)
 			}
 		}
-		if err := Prepare(cfg); err != nil {
+		if err := Prepare(nil, cfg); err != nil {
 			return err
 		}
 		if missing, err := Check(cfg); err != nil || len(missing) != 0 {
@@ -87,7 +87,7 @@ func TestPrepareCheckReset(t *testing.T) {
 		t.Errorf("sysctls in the namespace: %q", got)
 	}
 
-	ns.Run(t, func() error { return Prepare(cfg) })
+	ns.Run(t, func() error { return Prepare(nil, cfg) })
 	if after2 := ns.MustExec(t, "nft", "list", "ruleset"); after2 != after1 {
 		t.Errorf("second Prepare changed the ruleset:\n%s\nvs\n%s", after1, after2)
 	}
@@ -100,16 +100,16 @@ func TestPrepareCheckReset(t *testing.T) {
 		if err != nil || !strings.Contains(strings.Join(missing, "\n"), "rule in chain forward: firegopher: VM to VM allowed") {
 			return fmt.Errorf("Check(allow) = %q, %v", missing, err)
 		}
-		if err := Prepare(allow); err != nil {
+		if err := Prepare(nil, allow); err != nil {
 			return err
 		}
 		if missing, err := Check(allow); err != nil || len(missing) != 0 {
-			return fmt.Errorf("after Prepare(allow): %q, %v", missing, err)
+			return fmt.Errorf("after Prepare(nil, allow): %q, %v", missing, err)
 		}
-		return Prepare(cfg)
+		return Prepare(nil, cfg)
 	})
 	if again := ns.MustExec(t, "nft", "list", "ruleset"); again != after1 {
-		t.Errorf("Prepare(allow) then Prepare(cfg) differs from Prepare(cfg):\n%s\nvs\n%s", after1, again)
+		t.Errorf("Prepare(nil, allow) then Prepare(nil, cfg) differs from Prepare(nil, cfg):\n%s\nvs\n%s", after1, again)
 	}
 
 	// Drift is reported and repaired: a flushed chain, a stranger's rule in ours, and a
@@ -124,7 +124,7 @@ func TestPrepareCheckReset(t *testing.T) {
 				return fmt.Errorf("Check after drift = %q, %v; want %q", missing, err, want)
 			}
 		}
-		return Prepare(cfg)
+		return Prepare(nil, cfg)
 	})
 	if got := ns.MustExec(t, "nft", "list", "ruleset"); got != after1 {
 		t.Errorf("Prepare did not repair drift:\n%s", got)
@@ -144,17 +144,17 @@ func TestPrepareCheckReset(t *testing.T) {
 				return fmt.Errorf("Check of a foreign table = %q, %v; want %q", missing, err, want)
 			}
 		}
-		return Prepare(cfg)
+		return Prepare(nil, cfg)
 	})
 	if got := ns.MustExec(t, "nft", "list", "ruleset"); got != after1 {
 		t.Errorf("Prepare did not replace a mismatched table:\n%s\nwant\n%s", got, after1)
 	}
 
 	ns.Run(t, func() error {
-		if err := Reset(); err != nil {
+		if err := Reset(nil); err != nil {
 			return err
 		}
-		return Reset() // nothing left: still fine
+		return Reset(nil) // nothing left: still fine
 	})
 	if after := ns.MustExec(t, "nft", "list", "ruleset"); after != before {
 		t.Errorf("ruleset after Reset differs from before Prepare:\nbefore:\n%s\nafter:\n%s", before, after)
@@ -169,27 +169,27 @@ func TestAddRemoveTAP(t *testing.T) {
 	requireNft(t)
 	ns := nstest.New(t, "fwtap")
 	ns.Run(t, func() error {
-		if err := AddTAP("tapaaa", netip.MustParseAddr("172.16.0.2")); err == nil || !strings.Contains(err.Error(), "Prepare") {
+		if err := AddTAP(nil, "tapaaa", netip.MustParseAddr("172.16.0.2")); err == nil || !strings.Contains(err.Error(), "Prepare") {
 			return fmt.Errorf("AddTAP before Prepare: %v", err)
 		}
-		if err := RemoveTAP("tapaaa"); err != nil {
+		if err := RemoveTAP(nil, "tapaaa"); err != nil {
 			return fmt.Errorf("RemoveTAP before Prepare: %v", err)
 		}
-		if err := Prepare(cfg); err != nil {
+		if err := Prepare(nil, cfg); err != nil {
 			return err
 		}
-		if err := AddTAP("tap-much-too-long", netip.MustParseAddr("172.16.0.2")); err == nil || !strings.Contains(err.Error(), "tap-much-too-long") {
+		if err := AddTAP(nil, "tap-much-too-long", netip.MustParseAddr("172.16.0.2")); err == nil || !strings.Contains(err.Error(), "tap-much-too-long") {
 			return fmt.Errorf("long name: %v", err)
 		}
-		if err := AddTAP("tapaaa", netip.MustParseAddr("fd00::2")); err == nil || !strings.Contains(err.Error(), "fd00::2") {
+		if err := AddTAP(nil, "tapaaa", netip.MustParseAddr("fd00::2")); err == nil || !strings.Contains(err.Error(), "fd00::2") {
 			return fmt.Errorf("IPv6 guest: %v", err)
 		}
 		for _, g := range []string{"172.16.0.2", "172.16.0.6"} {
-			if err := AddTAP("tapaaa", netip.MustParseAddr(g)); err != nil { // second replaces first
+			if err := AddTAP(nil, "tapaaa", netip.MustParseAddr(g)); err != nil { // second replaces first
 				return err
 			}
 		}
-		if err := AddTAP("tapbbb", netip.MustParseAddr("172.16.0.10")); err != nil {
+		if err := AddTAP(nil, "tapbbb", netip.MustParseAddr("172.16.0.10")); err != nil {
 			return err
 		}
 		got, err := TAPs()
@@ -200,16 +200,16 @@ func TestAddRemoveTAP(t *testing.T) {
 			return fmt.Errorf("TAPs() = %v", got)
 		}
 		// Registrations survive a Prepare that has to rebuild the rules.
-		if err := Prepare(HostConfig{Pool: cfg.Pool, AllowVMToVM: true}); err != nil {
+		if err := Prepare(nil, HostConfig{Pool: cfg.Pool, AllowVMToVM: true}); err != nil {
 			return err
 		}
 		if got, _ := TAPs(); len(got) != 2 {
 			return fmt.Errorf("after re-Prepare TAPs() = %v", got)
 		}
-		if err := RemoveTAP("tapaaa"); err != nil {
+		if err := RemoveTAP(nil, "tapaaa"); err != nil {
 			return err
 		}
-		return RemoveTAP("tapaaa")
+		return RemoveTAP(nil, "tapaaa")
 	})
 	out := ns.MustExec(t, "nft", "list", "set", "inet", "firegopher", "guests")
 	if strings.Contains(out, "tapaaa") || !strings.Contains(out, `"tapbbb" . 172.16.0.10`) {
@@ -243,13 +243,13 @@ func TestFirewallTraffic(t *testing.T) {
 	out.MustExec(t, "ip", "route", "add", "172.16.0.0/30", "via", "203.0.113.1")
 
 	host.Run(t, func() error {
-		if err := Prepare(cfg); err != nil {
+		if err := Prepare(nil, cfg); err != nil {
 			return err
 		}
-		if err := AddTAP("tapg1", netip.MustParseAddr("172.16.0.2")); err != nil {
+		if err := AddTAP(nil, "tapg1", netip.MustParseAddr("172.16.0.2")); err != nil {
 			return err
 		}
-		return AddTAP("tapg2", netip.MustParseAddr("172.16.0.6"))
+		return AddTAP(nil, "tapg2", netip.MustParseAddr("172.16.0.6"))
 	})
 	// Test-owned counters just before and just after our chains, per probe port.
 	nftFile(t, host, `table inet fgtest {
@@ -299,12 +299,12 @@ func TestFirewallTraffic(t *testing.T) {
 		if n := counter(t, host, "fwd_post"); n != 0 {
 			t.Fatalf("VM to VM passed the forward chain (%d)", n)
 		}
-		host.Run(t, func() error { return Prepare(HostConfig{Pool: cfg.Pool, AllowVMToVM: true}) })
+		host.Run(t, func() error { return Prepare(nil, HostConfig{Pool: cfg.Pool, AllowVMToVM: true}) })
 		send(t, src, "172.16.0.6:9004", "allowed")
 		if msg, from := recv(t, dst); msg != "allowed" || from.Addr().String() != "172.16.0.2" {
 			t.Fatalf("g2 got %q from %s, want allowed from 172.16.0.2 (no NAT between VMs)", msg, from)
 		}
-		host.Run(t, func() error { return Prepare(cfg) })
+		host.Run(t, func() error { return Prepare(nil, cfg) })
 	})
 
 	t.Run("no new connections from outside", func(t *testing.T) {

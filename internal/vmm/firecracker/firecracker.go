@@ -31,6 +31,7 @@ import (
 	httptransport "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
 
+	"github.com/firegopher/firegopher/internal/logtail"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
 )
@@ -293,17 +294,9 @@ func (i *instance) Shutdown(ctx context.Context) error {
 
 // consoleTail is the console log's last lines, for errors: Firecracker explains failures there.
 func consoleTail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	lines := logtail.File(path, 3)
+	if len(lines) == 0 {
 		return ""
-	}
-	s := strings.TrimSpace(string(data))
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(s, "\n")
-	if len(lines) > 3 {
-		lines = lines[len(lines)-3:]
 	}
 	return ": " + strings.Join(lines, " | ")
 }

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/firegopher/firegopher/internal/logtail"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
 )
@@ -253,7 +254,7 @@ func (i *instance) Wait() error {
 	if err := i.proc.Err(); err != nil {
 		msg, _ := os.ReadFile(i.stderrPath)
 		if s := strings.TrimSpace(string(msg)); s != "" {
-			return fmt.Errorf("qemu: %v: %s", err, lastLines(s, 3))
+			return fmt.Errorf("qemu: %v: %s", err, strings.Join(logtail.Lines(s, 3), " | "))
 		}
 		return fmt.Errorf("qemu: %w", err)
 	}
@@ -316,12 +317,4 @@ func sendCtrlAltDel(ctx context.Context, sock string) error {
 		}
 	}
 	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }
