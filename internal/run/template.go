@@ -290,6 +290,7 @@ type pair struct {
 	key     string
 	keyNode *yaml.Node
 	val     *yaml.Node
+	merged  bool // came in through a << merge key
 }
 
 // mappingPairs lists n's keys and values with YAML merge keys (`<<: *anchor`) expanded:
@@ -323,7 +324,10 @@ func mappingPairs(n *yaml.Node, file string) ([]pair, error) {
 			if err != nil {
 				return nil, err
 			}
-			merged = append(merged, ps...)
+			for _, p := range ps {
+				p.merged = true
+				merged = append(merged, p)
+			}
 		}
 	}
 	return append(merged, own...), nil

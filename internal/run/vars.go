@@ -233,11 +233,13 @@ func (r *resolver) add(file string, data []byte, log *slog.Logger) error {
 	}
 	seen := map[string]int{}
 	for _, p := range pairs {
-		if line, dup := seen[p.key]; dup && p.keyNode.Line != line {
-			log.Warn("vars file repeats a key; the last one wins", "file", file, "key", p.key,
-				"line", p.keyNode.Line, "first", line)
+		if !p.merged { // overriding a merged key is what merge keys are for
+			if line, dup := seen[p.key]; dup {
+				log.Warn("vars file repeats a key; the last one wins", "file", file, "key", p.key,
+					"line", p.keyNode.Line, "first", line)
+			}
+			seen[p.key] = p.keyNode.Line
 		}
-		seen[p.key] = p.keyNode.Line
 		r.vars[p.key] = &variable{file: file, node: p.val}
 	}
 	return nil
@@ -609,6 +611,13 @@ func (x *extractor) machines(r *Run) error {
 	return nil
 }
 
+// knownArchs are the uname -m names of the architectures Linux runs VMs on.
+var knownArchs = map[string]bool{
+	"x86_64": true, "aarch64": true, "i686": true, "i386": true, "armv7l": true,
+	"riscv64": true, "s390x": true, "ppc64le": true, "ppc64": true, "loongarch64": true,
+	"mips64": true,
+}
+
 // machine reads one entry; selected is false for another architecture (then only Name,
 // Group, Arch and Where are read: Ansible never looks at the rest either).
 func (x *extractor) machine(v *value, path, group, hostArch string) (m Machine, selected bool, err error) {
@@ -633,9 +642,13 @@ func (x *extractor) machine(v *value, path, group, hostArch string) (m Machine, 
 	if m.Arch, err = field("arch"); err != nil {
 		return m, false, err
 	}
-	switch m.Arch {
-	case "amd64", "arm64":
+	switch {
+	case m.Arch == "amd64" || m.Arch == "arm64":
 		return m, false, fmt.Errorf("%s: %s.arch: %q is not a uname -m name: use %q", v.vals["arch"].pos, path, m.Arch, NormalizeArch(m.Arch))
+	case !knownArchs[m.Arch]:
+		// Ansible would skip such an entry on every host; a typo should not drop a machine
+		// silently.
+		return m, false, fmt.Errorf("%s: %s.arch: %q is not an architecture (uname -m: x86_64, aarch64, ...)", v.vals["arch"].pos, path, m.Arch)
 	}
 	if m.Arch != hostArch {
 		if f, ok := v.vals["name"]; ok && f.kind == yaml.ScalarNode {

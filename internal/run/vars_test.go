@@ -174,6 +174,8 @@ func TestLoad(t *testing.T) {
 			func(r *Run) any { return r.ID }, "id-1234567890"},
 		{"!unsafe is never templated", []string{minimal + "kernel_args: !unsafe \"DEBUG {{ x }}\"\n"},
 			func(r *Run) any { return r.KernelArgs }, "DEBUG {{ x }}"},
+		{"top-level merge keys", []string{"common: &c {cpus: 3, memory: 4096}\n<<: *c\nmemory: 8192\n" + minimal},
+			func(r *Run) any { return [2]int{r.CPUs, r.MemoryMiB} }, [2]int{3, 8192}},
 		{"merge keys", []string{"run_id: r1\nbase: &b {kernel: kern, rootfs: root, arch: x86_64}\nother: &o {kernel: ko, rootfs: ro}\nmachines:\n  - {<<: *b, name: m1}\n  - {<<: [*o, *b], name: m2, rootfs: own}\n"},
 			m, []string{"machines/m1 kern root", "machines/m2 ko own"}},
 		{"keys that are not read may hold anything", []string{minimal + "output_dir: \"{{ lookup('env', 'HOME') }}/out\"\nrepos: {libs: {name: \"{{ x | lower }}\"}}\nscratch: \"{{ undefined_thing }}\"\n"},
@@ -324,6 +326,8 @@ machines:
 			`vars.yml:3: machines[0].name: must not be empty`},
 		{"Go arch name", []string{"run_id: r1\nmachines:\n  - {name: m, kernel: kern, rootfs: root, arch: amd64}\n"},
 			`vars.yml:3: machines[0].arch: "amd64" is not a uname -m name: use "x86_64"`},
+		{"arch typo", []string{minimal + "builders:\n  - {name: b, kernel: kern, rootfs: root, arch: x86-64}\n"},
+			`vars.yml:5: builders[0].arch: "x86-64" is not an architecture (uname -m: x86_64, aarch64, ...)`},
 		{"name characters", []string{"run_id: r1\nmachines:\n  - {name: ubuntu_6.5, kernel: kern, rootfs: root, arch: x86_64}\n"},
 			`vars.yml:3: machines[0].name: "ubuntu_6.5" may only contain letters, digits, "." and "-" (it becomes part of a Firecracker VM id)`},
 		{"VM id too long", []string{"run_id: id-1234567890\nmachines:\n  - {name: " + long + ".x, kernel: kern, rootfs: root, arch: x86_64}\n"},
@@ -381,7 +385,7 @@ func TestLoadMissingFile(t *testing.T) {
 
 func TestLoadWarnsOnRepeatedKey(t *testing.T) {
 	t.Chdir(t.TempDir())
-	if err := os.WriteFile("vars.yml", []byte(minimal+"cpus: 3\ncpus: 4\n"), 0o644); err != nil {
+	if err := os.WriteFile("vars.yml", []byte(minimal+"c: &c {memory: 4096}\n<<: *c\nmemory: 8192\ncpus: 3\ncpus: 4\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
@@ -390,10 +394,10 @@ func TestLoadWarnsOnRepeatedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.CPUs != 4 {
-		t.Errorf("CPUs = %d, want the last value 4", r.CPUs)
+	if r.CPUs != 4 || r.MemoryMiB != 8192 {
+		t.Errorf("CPUs, MemoryMiB = %d, %d; want the last values 4, 8192", r.CPUs, r.MemoryMiB)
 	}
-	want := "level=WARN msg=\"vars file repeats a key; the last one wins\" file=vars.yml key=cpus line=5 first=4\n"
+	want := "level=WARN msg=\"vars file repeats a key; the last one wins\" file=vars.yml key=cpus line=8 first=7\n"
 	if logs.String() != want {
 		t.Errorf("log\n got %q\nwant %q", logs.String(), want)
 	}
