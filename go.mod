@@ -18,7 +18,9 @@ require (
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
 	go.etcd.io/bbolt v1.3.11
+	golang.org/x/crypto v0.46.0
 	golang.org/x/sys v0.39.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (
@@ -59,5 +61,4 @@ require (
 	golang.org/x/sync v0.16.0 // indirect
 	golang.org/x/tools v0.36.0 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
