@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/firegopher/firegopher/internal/network/internal/nstest"
+	"github.com/firegopher/firegopher/internal/testutil/nstest"
 )
 
 func TestTAPValidation(t *testing.T) {

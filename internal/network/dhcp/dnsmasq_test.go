@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/firegopher/firegopher/internal/network/internal/nstest"
+	"github.com/firegopher/firegopher/internal/testutil/nstest"
 )
 
 func TestParseDnsmasqInstance(t *testing.T) {

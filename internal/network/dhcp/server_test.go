@@ -14,7 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
 
-	"github.com/firegopher/firegopher/internal/network/internal/nstest"
+	"github.com/firegopher/firegopher/internal/testutil/nstest"
 )
 
 // link is a "host" namespace whose TAP stand-in (a veth end named like a TAP, with the

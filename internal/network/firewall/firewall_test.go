@@ -14,7 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/firegopher/firegopher/internal/network/internal/nstest"
+	"github.com/firegopher/firegopher/internal/testutil/nstest"
 )
 
 func requireNft(t *testing.T) {
