@@ -53,3 +53,24 @@ func TestProbeAccelNeedsVirtualisationFlags(t *testing.T) {
 		t.Fatalf("vmx without /dev/kvm: got %s", got)
 	}
 }
+
+func TestForcedKVMWithoutVirtualisationFailsAtOnce(t *testing.T) {
+	cpuinfo := filepath.Join(t.TempDir(), "cpuinfo")
+	os.WriteFile(cpuinfo, []byte("flags\t\t: fpu sse2 hypervisor\n"), 0o644)
+	err := kvmUsable(cpuinfo, "/dev/kvm")
+	if err == nil || !strings.Contains(err.Error(), "no vmx or svm") {
+		t.Fatalf("err %v, want it to say the CPU has no vmx/svm", err)
+	}
+}
+
+func TestArgsWithoutControlChannel(t *testing.T) {
+	b := &Backend{Accel: AccelTCG}
+	args := strings.Join(b.Args(vmm.Spec{ID: "a", Dir: "/run/vm", CPUs: 1, MemoryMiB: 256, NoControl: true,
+		Disks: []vmm.Disk{{Path: "/d"}}}), " ")
+	if strings.Contains(args, "virtserialport") || strings.Contains(args, "firegopher.control") {
+		t.Fatalf("a guest without a control channel gets none:\n%s", args)
+	}
+	if !strings.Contains(args, "-qmp unix:/run/vm/qmp.sock,server=on,wait=off") || !strings.HasSuffix(args, "virtio-blk-pci,drive=disk0") {
+		t.Fatalf("%s", args)
+	}
+}
