@@ -88,9 +88,7 @@ func (h *Host) GC() ([]string, error) {
 			continue
 		}
 		report = append(report, h.killVMMs(r.Dir)...)
-		for _, f := range []string{DiskFile, InitrdFile, APISocket} {
-			os.Remove(filepath.Join(r.Dir, f))
-		}
+		removeRuntimeFiles(r.Dir)
 		if r.Network != nil {
 			for _, item := range cleanNetwork(h.Log, r.Network) {
 				report = append(report, fmt.Sprintf("vm %s: removed %s", r.ID, item))
@@ -193,4 +191,25 @@ func cleanNetwork(log *slog.Logger, n *state.Network) []string {
 		done = append(done, "address "+alloc.Slot.Guest.String())
 	}
 	return done
+}
+
+// kept are the files of a VM's directory that outlive it: its lock and its logs, for
+// `logs` and `inspect` until `rm`.
+var kept = []string{LockFile, OutputLog, ConsoleLog, SupervisorLog}
+
+// removeRuntimeFiles removes what a lost VM's steps and backend made in dir (disk clone,
+// initrd, sockets of any backend), keeping its lock and logs.
+func removeRuntimeFiles(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		name := e.Name()
+		keep := false
+		for _, k := range kept {
+			// A backend's own log sits beside the console log (console.log.qemu).
+			keep = keep || name == k || strings.HasPrefix(name, ConsoleLog+".")
+		}
+		if !keep {
+			os.RemoveAll(filepath.Join(dir, name))
+		}
+	}
 }

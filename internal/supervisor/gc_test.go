@@ -44,6 +44,8 @@ func TestGCLeavesOwnedVMsAndCleansLostOnes(t *testing.T) {
 		vm := &VM{Machine: &spec.Machine{ID: id}, Dir: filepath.Join(h.VMsDir(), id)}
 		os.MkdirAll(vm.Dir, 0o700)
 		os.WriteFile(vm.path(DiskFile), []byte("disk"), 0o600)
+		os.WriteFile(vm.path("qmp.sock"), nil, 0o600) // a backend's socket gc knows nothing about
+		os.WriteFile(vm.path(ConsoleLog), []byte("boot"), 0o600)
 		if err := st.Create(&state.VM{ID: id, Status: status, Detached: detached, Dir: vm.Dir, CreatedAt: old}); err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +89,12 @@ func TestGCLeavesOwnedVMsAndCleansLostOnes(t *testing.T) {
 	}
 	if _, err := os.Stat(lost.path(DiskFile)); !os.IsNotExist(err) {
 		t.Error("lost VM's disk kept")
+	}
+	if _, err := os.Stat(lost.path("qmp.sock")); !os.IsNotExist(err) {
+		t.Error("lost VM's backend socket kept")
+	}
+	if _, err := os.Stat(lost.path(ConsoleLog)); err != nil {
+		t.Error("lost VM's console log removed: logs stay until rm")
 	}
 	if r, _ := st.Get(lost.ID()); r == nil || r.Status != state.Exited || !strings.Contains(r.Error, "supervisor died") {
 		t.Errorf("lost detached VM's record: %+v", r)
