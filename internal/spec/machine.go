@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -15,6 +16,8 @@ import (
 type Machine struct {
 	ID   string `json:"id"`
 	Name string `json:"name,omitempty"`
+	// Run is the run (`firegopher up`) the machine belongs to; names are unique per run.
+	Run  string `json:"run,omitempty"`
 	Mode Mode   `json:"mode"`
 	// CPUs and Memory size the VM.
 	CPUs   int  `json:"cpus"`
@@ -27,6 +30,8 @@ type Machine struct {
 	Files   []File   `json:"files,omitempty"`
 	Network *Network `json:"network,omitempty"`
 	VMM     VMM      `json:"vmm"`
+	// KernelArgs are added to a foreign guest's kernel command line.
+	KernelArgs string `json:"kernel_args,omitempty"`
 }
 
 // Mode says what runs in the VM once it is up.
@@ -37,6 +42,11 @@ const (
 	ModeApp Mode = "app"
 	// ModeSystem hands PID 1 to the image's own init (systemd) after our setup.
 	ModeSystem Mode = "system"
+	// ModeForeign boots through the kernel image's own initrd and the image's own init,
+	// with no firegopher code in the guest (falcosecurity/kernel-testing's machines): Files
+	// are written into the never-booted disk clone, and the guest is reached over the
+	// network only.
+	ModeForeign Mode = "foreign"
 )
 
 // Assets are a machine's resolved inputs: cache digests and files on the host.
@@ -74,6 +84,8 @@ type Network struct {
 	RunID string `json:"run_id"`
 	Slot  string `json:"slot"`
 }
+
+var runPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,63}$`)
 
 // Hostname is the VM's hostname: its name, else its id.
 func (m *Machine) Hostname() string {
@@ -121,8 +133,18 @@ func (m *Machine) Validate() error {
 		if len(m.Process.Cmd) > 0 {
 			return errors.New("--system: a system VM runs the image's own init, not a command")
 		}
+	case ModeForeign:
+		if len(m.Process.Cmd) > 0 {
+			return errors.New("command: a machine that boots through its own initrd runs its own init, not a command")
+		}
+		if m.Network == nil {
+			return errors.New("network: a machine that boots through its own initrd is reached over the network: it needs one")
+		}
 	default:
-		return fmt.Errorf("mode: %q, want %q or %q", m.Mode, ModeApp, ModeSystem)
+		return fmt.Errorf("mode: %q, want %q, %q or %q", m.Mode, ModeApp, ModeSystem, ModeForeign)
+	}
+	if m.Run != "" && !runPattern.MatchString(m.Run) {
+		return fmt.Errorf("run_id: %q, want letters, digits and '-' (at most 64)", m.Run)
 	}
 	if err := m.Process.Validate(); err != nil {
 		return err

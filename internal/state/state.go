@@ -29,8 +29,10 @@ const (
 // VM is one VM's record: the machine it runs and what became of it.
 type VM struct {
 	ID string `json:"id"`
-	// Name is the machine's name, kept here too because lookups and uniqueness use it.
+	// Name and Run are the machine's, kept here too because lookups and uniqueness use them:
+	// a name is unique within its run (lone VMs have no run).
 	Name       string        `json:"name"`
+	Run        string        `json:"run,omitempty"`
 	Machine    *spec.Machine `json:"machine"`
 	Backend    string        `json:"backend,omitempty"`
 	Status     Status        `json:"status"`
@@ -125,7 +127,7 @@ func (s *Store) Create(vm *VM) error {
 			var clash error
 			b.ForEach(func(_, v []byte) error {
 				var other VM
-				if json.Unmarshal(v, &other) == nil && other.Name == vm.Name {
+				if json.Unmarshal(v, &other) == nil && other.Name == vm.Name && other.Run == vm.Run {
 					clash = fmt.Errorf("--name: %q is already used by VM %s", vm.Name, other.ID)
 				}
 				return nil
@@ -201,7 +203,8 @@ func (s *Store) List() ([]VM, error) {
 	return vms, err
 }
 
-// Lookup resolves what a user typed: an exact id, an exact name, or a unique id prefix.
+// Lookup resolves what a user typed: an exact id, RUN/NAME, the name of a VM outside any
+// run (or of the only VM of that name), or a unique id prefix.
 func (s *Store) Lookup(ref string) (*VM, error) {
 	if ref == "" {
 		return nil, fmt.Errorf("empty VM reference: %w", ErrNotFound)
@@ -210,14 +213,28 @@ func (s *Store) Lookup(ref string) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	var byPrefix []VM
+	run, name, inRun := strings.Cut(ref, "/")
+	var byPrefix, byName []VM
 	for i := range vms {
-		if vms[i].ID == ref || vms[i].Name == ref {
+		v := vms[i]
+		switch {
+		case v.ID == ref:
 			return &vms[i], nil
+		case inRun && v.Run == run && v.Name == name:
+			return &vms[i], nil
+		case !inRun && v.Name == ref && v.Run == "":
+			return &vms[i], nil
+		case !inRun && v.Name == ref:
+			byName = append(byName, v)
+		case strings.HasPrefix(v.ID, ref):
+			byPrefix = append(byPrefix, v)
 		}
-		if strings.HasPrefix(vms[i].ID, ref) {
-			byPrefix = append(byPrefix, vms[i])
-		}
+	}
+	if len(byName) == 1 {
+		return &byName[0], nil
+	}
+	if len(byName) > 1 {
+		return nil, fmt.Errorf("%s names a VM in several runs (%s): say RUN/%s: %w", ref, runsOf(byName), ref, ErrAmbiguous)
 	}
 	switch len(byPrefix) {
 	case 0:
@@ -230,6 +247,14 @@ func (s *Store) Lookup(ref string) (*VM, error) {
 		ids[i] = vm.ID
 	}
 	return nil, fmt.Errorf("%s matches %s: %w", ref, strings.Join(ids, ", "), ErrAmbiguous)
+}
+
+func runsOf(vms []VM) string {
+	runs := make([]string, len(vms))
+	for i, v := range vms {
+		runs[i] = v.Run
+	}
+	return strings.Join(runs, ", ")
 }
 
 func put(b *bolt.Bucket, vm *VM) error {

@@ -68,3 +68,33 @@ func TestConcurrentCreatesAndUpdates(t *testing.T) {
 		}
 	}
 }
+
+func TestNamesAreUniquePerRun(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range []VM{
+		{ID: "aaaaaaaaaaaa", Name: "ubuntu-6.5", Run: "id-1"},
+		{ID: "bbbbbbbbbbbb", Name: "ubuntu-6.5", Run: "id-12"},
+		{ID: "cccccccccccc", Name: "fedora-6.2", Run: "id-12"},
+	} {
+		if err := s.Create(&vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Create(&VM{ID: "dddddddddddd", Name: "ubuntu-6.5", Run: "id-1"}); err == nil {
+		t.Fatal("a name used twice in one run must be refused")
+	}
+	for ref, want := range map[string]string{"id-1/ubuntu-6.5": "aaaaaaaaaaaa", "id-12/ubuntu-6.5": "bbbbbbbbbbbb", "fedora-6.2": "cccccccccccc"} {
+		if vm, err := s.Lookup(ref); err != nil || vm.ID != want {
+			t.Errorf("%s: got %v %v, want %s", ref, vm, err, want)
+		}
+	}
+	if _, err := s.Lookup("ubuntu-6.5"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("a name in two runs: got %v, want ambiguous naming the runs", err)
+	}
+	if _, err := s.Lookup("id-2/ubuntu-6.5"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown run: %v", err)
+	}
+}

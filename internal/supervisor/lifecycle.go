@@ -43,7 +43,7 @@ func (h *Host) Create(m *spec.Machine, detached bool) (*Created, error) {
 		return nil, err
 	}
 	rec := &state.VM{
-		ID: m.ID, Name: m.Name, Machine: m, Status: state.Created, Detached: detached,
+		ID: m.ID, Name: m.Name, Run: m.Run, Machine: m, Status: state.Created, Detached: detached,
 		CreatedAt: time.Now(), Dir: filepath.Join(h.VMsDir(), m.ID),
 	}
 	lock, err := ClaimDir(h.VMsDir(), m.ID)
