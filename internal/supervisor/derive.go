@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"path/filepath"
+	"strings"
 
 	"github.com/firegopher/firegopher/internal/assets"
 	"github.com/firegopher/firegopher/internal/spec"
@@ -43,21 +44,36 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 	return cfg
 }
 
-// VMMSpec is how the VMM runs m from dir: the root disk clone first, the initrd with its
-// config, the console log, and the NICs the network steps made.
-func VMMSpec(m *spec.Machine, dir, vmlinux string, nics []vmm.NIC) vmm.Spec {
-	return vmm.Spec{
+// ForeignCmdline is the kernel command line of a machine that boots through its kernel
+// image's own initrd, as falcosecurity/kernel-testing boots it (its /init ignores root=).
+const ForeignCmdline = "rw console=ttyS0"
+
+// VMMSpec is how the VMM runs m from dir: the root disk clone first, the initrd (ours with
+// the config layer, or the kernel image's own for a foreign machine), the console log, and
+// the NICs the network steps made.
+func VMMSpec(m *spec.Machine, dir string, k *assets.Kernel, store *assets.Store, nics []vmm.NIC) vmm.Spec {
+	s := vmm.Spec{
 		ID:         m.ID,
 		Dir:        dir,
 		CPUs:       m.CPUs,
 		MemoryMiB:  m.Memory.MiB(),
-		Kernel:     vmlinux,
+		Kernel:     store.Path(k.Vmlinux),
 		Initrd:     filepath.Join(dir, InitrdFile),
 		Cmdline:    Cmdline,
 		Disks:      []vmm.Disk{{Path: filepath.Join(dir, DiskFile), Serial: RootSerial}},
 		NICs:       nics,
 		ConsoleLog: filepath.Join(dir, ConsoleLog),
 	}
+	if m.Mode == spec.ModeForeign {
+		// Their initrd loads virtio_mmio (not virtio_pci) and mounts /dev/vda: the root disk
+		// is the first virtio-mmio block device, and no firegopher channel exists.
+		s.Initrd, s.Cmdline = "", strings.TrimSpace(ForeignCmdline+" "+m.KernelArgs)
+		if k.Initrd != "" {
+			s.Initrd = store.Path(k.Initrd)
+		}
+		s.Disks[0].Serial, s.NoControl, s.MMIO = "", true, true
+	}
+	return s
 }
 
 func (vm *VM) kernelDigest() assets.Digest { return assets.Digest(vm.Machine.Assets.Kernel) }

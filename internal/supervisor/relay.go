@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/logtail"
 	"github.com/firegopher/firegopher/internal/spec"
 )
@@ -42,17 +43,11 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 	var logged int64
 
 	frames := make(chan agent.Frame)
-	guestErr := make(chan error, 1)
-	go func() {
-		for {
-			f, err := vm.guest.Receive()
-			if err != nil {
-				guestErr <- err
-				return
-			}
-			frames <- f
-		}
-	}()
+	var guestErr chan error // nil (never ready) for a guest without our init
+	if vm.guest != nil {
+		guestErr = make(chan error, 1)
+		go vm.receive(frames, guestErr)
+	}
 	requests := make(chan request)
 	go vm.serveAPI(requests)
 	vmmExited := make(chan error, 1)
@@ -111,9 +106,16 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 			case agent.KindAttach:
 				attached[r.client] = true
 				r.client.SendJSON(agent.KindAttached, agent.MainStream, agent.Attached{LogOffset: logged})
-			case agent.KindSignal:
-				vm.guest.Send(agent.KindSignal, r.frame.Stream, r.frame.Payload)
-			case agent.KindExec:
+			case agent.KindSignal, agent.KindExec:
+				if vm.guest == nil || guestErr == nil {
+					r.client.SendJSON(agent.KindExit, r.frame.Stream, agent.Exit{Code: exitcode.FiregopherError,
+						Error: "this VM runs its own init: no firegopher channel to its processes (use ssh)"})
+					continue
+				}
+				if r.frame.Kind == agent.KindSignal {
+					vm.guest.Send(agent.KindSignal, r.frame.Stream, r.frame.Payload)
+					continue
+				}
 				stream := nextStream
 				nextStream++
 				execs[stream] = r.client
@@ -122,7 +124,7 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				var s agent.Stop
 				r.frame.Decode(&s)
 				timeout := time.Duration(s.TimeoutSeconds) * time.Second
-				if vm.Machine.Mode == spec.ModeSystem {
+				if vm.Machine.Mode != spec.ModeApp {
 					// The image's init owns the VM: ask it as a keyboard would, kill after timeout.
 					go func() {
 						ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -157,13 +159,25 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				return agent.Exit{}, fmt.Errorf("control channel: %w", err)
 			}
 		case vmErr := <-vmmExited:
-			if vm.Machine.Mode == spec.ModeSystem && vmErr == nil {
-				return agent.Exit{Code: 0}, nil // a system VM that shut down
+			if vm.Machine.Mode != spec.ModeApp && vmErr == nil {
+				return agent.Exit{Code: 0}, nil // a VM under its own init that shut down
 			}
 			return agent.Exit{}, vm.diagnose(vmErr)
 		case <-ctx.Done():
 			return agent.Exit{}, ctx.Err()
 		}
+	}
+}
+
+// receive passes the guest's frames to the relay loop until the channel ends.
+func (vm *VM) receive(frames chan<- agent.Frame, ended chan<- error) {
+	for {
+		f, err := vm.guest.Receive()
+		if err != nil {
+			ended <- err
+			return
+		}
+		frames <- f
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/disk"
 	"github.com/firegopher/firegopher/internal/initrd"
+	"github.com/firegopher/firegopher/internal/spec"
 )
 
 // guestConnectTimeout bounds a boot up to init's first frame (a TCG boot takes seconds).
@@ -36,6 +37,9 @@ func cloneRootfs(_ context.Context, vm *VM) error {
 }
 
 func writeInitrd(_ context.Context, vm *VM) error {
+	if vm.Machine.Mode == spec.ModeForeign {
+		return nil // it boots through its kernel image's own initrd
+	}
 	base, err := initrd.Base(vm.Store, vm.kernelDigest(), vm.kernel, vm.Machine.Assets.Init)
 	if err != nil {
 		return err
@@ -53,7 +57,7 @@ func listenAPI(_ context.Context, vm *VM) (err error) {
 func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
-	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.Store.Path(vm.kernel.Vmlinux), vm.nics()))
+	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.kernel, vm.Store, vm.nics()))
 	if err != nil {
 		return err
 	}
@@ -73,6 +77,9 @@ func stopVMM(vm *VM) error {
 
 // connectGuest waits for init's control connection and its first frame.
 func connectGuest(ctx context.Context, vm *VM) error {
+	if vm.Machine.Mode == spec.ModeForeign {
+		return nil // no firegopher code in the guest: it is reached over the network
+	}
 	ctx, cancel := context.WithTimeout(ctx, guestConnectTimeout)
 	defer cancel()
 	c, err := vm.instance.Control(ctx)
@@ -86,4 +93,9 @@ func connectGuest(ctx context.Context, vm *VM) error {
 	return nil
 }
 
-func disconnectGuest(vm *VM) error { return vm.guestRaw.Close() }
+func disconnectGuest(vm *VM) error {
+	if vm.guestRaw == nil {
+		return nil
+	}
+	return vm.guestRaw.Close()
+}

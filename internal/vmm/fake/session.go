@@ -3,6 +3,8 @@
 package fake
 
 import (
+	"time"
+
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -82,7 +84,7 @@ func (s *session) workload(stream uint32, argv, env []string, dir string) *guest
 		Stdout:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStdout, Stream: stream},
 		Stderr:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStderr, Stream: stream},
 		Reaper:   s.reaper,
-		Grace:    0,
+		Grace:    5 * time.Second, // also bounds the drain of its output before the exit is sent
 		KillRest: guest.KillGroup,
 		Signals:  sigs,
 	}
