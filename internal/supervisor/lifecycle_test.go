@@ -144,6 +144,7 @@ func TestDetachedLifecycle(t *testing.T) {
 	if err != nil || rec.Status != state.Running || !Running(rec) {
 		t.Fatalf("after StartDetached: %+v %v", rec, err)
 	}
+	waitForHello(t, rec.Dir)
 	cl, err := Dial(rec.Dir)
 	if err != nil {
 		t.Fatal(err)
@@ -203,5 +204,26 @@ func init() {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	}
+}
+
+// waitForHello returns once the VM's workload has printed its first line ("hello\n").
+func waitForHello(t *testing.T, dir string) {
+	t.Helper()
+	cl, err := Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	offset, err := cl.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offset >= int64(len("hello\n")) {
+		return
+	}
+	f, err := cl.conn.Receive()
+	if err != nil || string(f.Payload) != "hello\n" {
+		t.Fatalf("first output %q, %v", f.Payload, err)
 	}
 }
