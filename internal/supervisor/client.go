@@ -48,7 +48,9 @@ func (c *Client) Attach() (int64, error) {
 	if f.Kind != agent.KindAttached {
 		return 0, fmt.Errorf("supervisor answered attach with %s", f.Kind)
 	}
-	return a.LogOffset, f.Decode(&a)
+	// Decoded first: the order of evaluating a.LogOffset against the call is unspecified.
+	err = f.Decode(&a)
+	return a.LogOffset, err
 }
 
 // Signal asks init to deliver sig to the main workload.
