@@ -9,15 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -40,28 +37,16 @@ const (
 
 var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "firegopher-init")
 
-// Stage 2 runs after the switch to the real root. Linux gives every thread its own view
-// of the root directory once a multi-threaded process chroots (Go's threads kept the
-// initramfs as their root), so instead of chrooting in place we exec ourselves again:
-// the new image starts single-threaded inside the real root, and every thread it makes
-// inherits that root. The control channel and the config cross the exec as open fds.
-const (
-	stageEnv     = "FIREGOPHER_INIT_STAGE"
-	startEnv     = "FIREGOPHER_INIT_START_NS"
-	controlFDEnv = "FIREGOPHER_CONTROL_FD"
-	configFDEnv  = "FIREGOPHER_CONFIG_FD"
-)
-
 func main() {
 	b := &boot{}
 	defer b.recoverPanic()
-	if os.Getenv(stageEnv) == "2" {
-		stage2(b)
+	if h, ok, err := guest.TakeHandoff(); ok {
+		stage2(b, h, err)
 		return
 	}
 	// The exec that starts stage 2 must come from the thread that chrooted.
 	runtime.LockOSThread()
-	initStart := bootClock()
+	initStart := guest.BootClock()
 
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
@@ -80,79 +65,16 @@ func main() {
 	b.must("create "+newRoot, os.MkdirAll(newRoot, 0o755))
 	b.must("mount root disk "+rootDev, unix.Mount(rootDev, newRoot, cfg.Root.FSType, 0, ""))
 	b.must("switch root", guest.SwitchRoot(newRoot))
-	b.must("start stage 2", b.execStage2(self, cfg, initStart))
+	// Stage 2 runs in the real root: see guest.Handoff.
+	b.must("start stage 2", guest.Handoff{Control: b.port, Config: cfg, Start: initStart}.Exec(self))
 }
 
-// bootClock is time since the kernel started (CLOCK_BOOTTIME): it survives our re-exec.
-func bootClock() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return time.Duration(ts.Nano())
-}
-
-// execStage2 re-executes init (by fd: the binary lives in the initramfs, out of sight now).
-func (b *boot) execStage2(self int, cfg *vmconfig.Config, initStart time.Duration) error {
-	data, err := cfg.Marshal()
-	if err != nil {
-		return err
+func stage2(b *boot, h guest.Handoff, err error) {
+	if h.Control != nil {
+		b.adoptControl(h.Control)
 	}
-	cfgFD, err := unix.MemfdCreate("firegopher-config", 0)
-	if err != nil {
-		return err
-	}
-	if _, err := unix.Write(cfgFD, data); err != nil {
-		return err
-	}
-	if _, err := unix.Seek(cfgFD, 0, 0); err != nil {
-		return err
-	}
-	ctlFD := int(b.port.Fd())
-	for _, fd := range []int{cfgFD, ctlFD} {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			return err
-		}
-	}
-	env := []string{stageEnv + "=2", fmt.Sprintf("%s=%d", controlFDEnv, ctlFD), fmt.Sprintf("%s=%d", configFDEnv, cfgFD),
-		fmt.Sprintf("%s=%d", startEnv, int64(initStart))}
-	return execveat(self, []string{"/init"}, env)
-}
-
-// execveat runs the program open at fd (AT_EMPTY_PATH); it returns only on failure.
-func execveat(fd int, argv, env []string) error {
-	empty, err := unix.BytePtrFromString("")
-	if err != nil {
-		return err
-	}
-	argvp, err := cStrings(argv)
-	if err != nil {
-		return err
-	}
-	envp, err := cStrings(env)
-	if err != nil {
-		return err
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
-		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
-	return errno
-}
-
-// cStrings makes a NULL-terminated array of C strings.
-func cStrings(ss []string) ([]*byte, error) {
-	out := make([]*byte, len(ss)+1)
-	for i, s := range ss {
-		p, err := unix.BytePtrFromString(s)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
-	}
-	return out, nil
-}
-
-func stage2(b *boot) {
-	b.must("reopen control channel", b.adoptControl())
-	cfg, err := readConfigFD()
-	b.must("read config", err)
+	b.must("take over from stage 1", err)
+	cfg := h.Config
 	b.cfg = cfg
 	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
 	b.must("link /dev entries", guest.LinkDev("/dev"))
@@ -184,25 +106,9 @@ func stage2(b *boot) {
 	w, err := b.workload(cfg, agent.MainStream, cfg.Cmd, cfg.Env, cfg.WorkDir, cfg.User)
 	b.must("prepare workload", err)
 	w.KillRest, w.WaitAllGone, w.Signals = guest.KillAllButInit, true, b.signalsFor(agent.MainStream)
-	initStart, _ := strconv.ParseInt(os.Getenv(startEnv), 10, 64)
-	now := bootClock()
 	// bench/init reads this line from the console log.
-	log.Info("starting workload", "kernel_ms", time.Duration(initStart).Milliseconds(), "init_ms", (now - time.Duration(initStart)).Milliseconds())
+	log.Info("starting workload", "kernel_ms", h.Start.Milliseconds(), "init_ms", (guest.BootClock() - h.Start).Milliseconds())
 	b.finish(w.Run())
-}
-
-func readConfigFD() (*vmconfig.Config, error) {
-	fd, err := strconv.Atoi(os.Getenv(configFDEnv))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", configFDEnv, err)
-	}
-	f := os.NewFile(uintptr(fd), "config")
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, err
-	}
-	return vmconfig.Parse(data)
 }
 
 // boot carries what the failure path and the control channel need.
@@ -217,14 +123,14 @@ type boot struct {
 }
 
 func (b *boot) openControl() error {
-	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
-	defer cancel()
-	dev, err := guest.SystemDevices().PortByName(ctx, vmconfig.ControlPortName)
+	c, err := guest.ReadControl("/proc/cmdline")
 	if err != nil {
 		return err
 	}
-	if b.port, err = os.OpenFile(dev, os.O_RDWR, 0); err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
+	defer cancel()
+	if b.port, err = c.Open(ctx, guest.SystemDevices()); err != nil {
+		return fmt.Errorf("%s: %w", c, err)
 	}
 	// Stage 1 only reports: the reading side starts in stage 2, so that no frame from the
 	// host is consumed by a process that is about to be replaced.
@@ -233,20 +139,14 @@ func (b *boot) openControl() error {
 }
 
 // adoptControl takes over the control channel stage 1 opened.
-func (b *boot) adoptControl() error {
-	fd, err := strconv.Atoi(os.Getenv(controlFDEnv))
-	if err != nil {
-		return fmt.Errorf("%s: %w", controlFDEnv, err)
-	}
-	unix.CloseOnExec(fd) // not for the workload
-	b.port = os.NewFile(uintptr(fd), "control")
+func (b *boot) adoptControl(port *os.File) {
+	b.port = port
 	b.ctl = agent.NewConn(b.port)
 	b.acked = make(chan struct{})
 	b.reaper = guest.NewReaper()
 	b.signals = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
 	go b.forwardInitSignals()
 	go b.readHost()
-	return nil
 }
 
 func (b *boot) signalsFor(stream uint32) chan unix.Signal {

@@ -23,9 +23,32 @@ const Path = "/etc/firegopher/config.json"
 // ModulesOrderPath lists the kernel modules to load, dependencies first, one initrd path a line.
 const ModulesOrderPath = "/etc/firegopher/modules.order"
 
-// ControlPortName is the virtio-serial port name of the host<->guest control channel. It is
-// fixed, not configured, so that init can report a bad config over the channel.
-const ControlPortName = "org.firegopher.ctl"
+// The control channel's transport is chosen on the kernel command line, not in the config,
+// so that init can report a bad config over the channel. ControlParam=ControlVirtioSerial:NAME
+// opens the virtio-serial port named NAME; ControlParam=ControlVsock:PORT connects (from the
+// guest) to the host, CID 2, on vsock port PORT. Without the parameter init opens the
+// virtio-serial port ControlPortName.
+const (
+	ControlParam        = "firegopher.control"
+	ControlVirtioSerial = "virtio-serial"
+	ControlVsock        = "vsock"
+	// ControlPortName is the default virtio-serial port name of the control channel.
+	ControlPortName = "org.firegopher.ctl"
+	// DefaultVsockPort is the vsock port a host listens on for the guest's control connection.
+	DefaultVsockPort = 1024
+)
+
+// VsockControlArg is the kernel command-line argument that makes init connect to the host
+// over vsock port port.
+func VsockControlArg(port uint32) string {
+	return fmt.Sprintf("%s=%s:%d", ControlParam, ControlVsock, port)
+}
+
+// VirtioSerialControlArg is the kernel command-line argument that makes init open the
+// virtio-serial port named name.
+func VirtioSerialControlArg(name string) string {
+	return fmt.Sprintf("%s=%s:%s", ControlParam, ControlVirtioSerial, name)
+}
 
 // Mode says what init does once the root filesystem is up.
 type Mode string
