@@ -57,7 +57,7 @@ func main() {
 	b.must("read config", err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
-	rootDev, err := guest.SystemDevices().DiskBySerial(ctx, cfg.Root.Serial)
+	rootDev, err := guest.SystemDevices().Disk(ctx, cfg.Root)
 	cancel()
 	b.must("find root disk", err)
 	self, err := unix.Open("/init", unix.O_PATH, 0)

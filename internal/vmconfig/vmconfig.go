@@ -65,7 +65,8 @@ type Config struct {
 	Version  int    `json:"version"`
 	Mode     Mode   `json:"mode"`
 	Hostname string `json:"hostname"`
-	// Root names the root disk by its virtio serial, never by probe order (/dev/vda).
+	// Root names the root disk by its virtio serial where the VMM sets one (QEMU), by its
+	// position among the virtio disks where it cannot (Firecracker).
 	Root    Disk     `json:"root"`
 	Cmd     []string `json:"cmd,omitempty"`
 	Env     []string `json:"env,omitempty"`
@@ -112,11 +113,18 @@ type Network struct {
 	DNS     []string `json:"dns,omitempty"`
 }
 
-// Disk identifies a block device and how to mount it.
+// Disk identifies a virtio block device and how to mount it.
 type Disk struct {
-	Serial string `json:"serial"`
+	// Serial is the disk's virtio serial (at most 20 bytes); when set, Index is ignored.
+	Serial string `json:"serial,omitempty"`
+	// Index is the disk's 0-based position among the guest's virtio block disks, in the
+	// order the VMM attaches them (vda, vdb, ...); used when Serial is empty.
+	Index  int    `json:"index"`
 	FSType string `json:"fstype"`
 }
+
+// MaxSerial is the longest virtio-blk serial (VIRTIO_BLK_ID_BYTES).
+const MaxSerial = 20
 
 // Validate reports the first field that is wrong, by its JSON name.
 func (c *Config) Validate() error {
@@ -132,9 +140,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: mode: %q is neither %q nor %q", c.Mode, ModeApp, ModeSystem)
 	}
-	if c.Root.Serial == "" || len(c.Root.Serial) > 20 {
-		// virtio-blk serials are at most 20 bytes.
-		return fmt.Errorf("config: root.serial: %q must be 1-20 bytes", c.Root.Serial)
+	if len(c.Root.Serial) > MaxSerial {
+		return fmt.Errorf("config: root.serial: %q is longer than %d bytes", c.Root.Serial, MaxSerial)
+	}
+	if c.Root.Serial == "" && c.Root.Index < 0 {
+		return fmt.Errorf("config: root.index: %d is negative", c.Root.Index)
 	}
 	if c.Root.FSType == "" {
 		return errors.New("config: root.fstype: empty")

@@ -26,12 +26,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestRootDiskBySerialOrIndex(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want Disk
+	}{
+		{`{"serial":"root","fstype":"ext4"}`, Disk{Serial: "root", FSType: "ext4"}},
+		{`{"serial":"12345678901234567890","fstype":"ext4"}`, Disk{Serial: "12345678901234567890", FSType: "ext4"}},
+		{`{"index":1,"fstype":"ext4"}`, Disk{Index: 1, FSType: "ext4"}},
+		{`{"fstype":"ext4"}`, Disk{FSType: "ext4"}},
+	} {
+		c, err := Parse([]byte(`{"version":1,"mode":"app","cmd":["true"],"root":` + tc.json + `}`))
+		if err != nil || c.Root != tc.want {
+			t.Errorf("%s: got %+v %v, want %+v", tc.json, c, err, tc.want)
+		}
+	}
+}
+
 func TestParseNamesTheBadField(t *testing.T) {
 	for name, tc := range map[string]struct{ json, want string }{
 		"version":  {`{"version":2,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "version 2"},
 		"mode":     {`{"version":1,"mode":"vm","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "mode"},
 		"cmd":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"}}`, "cmd"},
-		"serial":   {`{"version":1,"mode":"app","root":{"serial":"","fstype":"ext4"},"cmd":["true"]}`, "root.serial"},
+		"serial":   {`{"version":1,"mode":"app","root":{"serial":"123456789012345678901","fstype":"ext4"},"cmd":["true"]}`, "root.serial"},
+		"index":    {`{"version":1,"mode":"app","root":{"index":-1,"fstype":"ext4"},"cmd":["true"]}`, "root.index"},
 		"fstype":   {`{"version":1,"mode":"app","root":{"serial":"root"},"cmd":["true"]}`, "root.fstype"},
 		"env":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"env":["NOEQUALS"]}`, "env"},
 		"workdir":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"workdir":"rel"}`, "workdir"},
