@@ -2,7 +2,7 @@
 // early mounts, modules, control channel, config, root disk, switch root, system mounts,
 // per-VM files, network, then the workload (app mode) or the image's own init (system
 // mode). PID 1 must never exit or panic (the kernel would panic with it): every failure is
-// reported to the host and ends in a clean power-off.
+// reported to the host and ends in a clean reboot, which ends the VMM.
 package main
 
 import (
@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
 	"sync"
 	"time"
@@ -38,7 +37,7 @@ const (
 var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "firegopher-init")
 
 func main() {
-	b := &boot{}
+	b := &boot{signals: guest.CatchInitSignals()}
 	defer b.recoverPanic()
 	if h, ok, err := guest.TakeHandoff(); ok {
 		stage2(b, h, err)
@@ -47,6 +46,9 @@ func main() {
 	// The exec that starts stage 2 must come from the thread that chrooted.
 	runtime.LockOSThread()
 	initStart := guest.BootClock()
+	if err := guest.DisableCtrlAltDel(); err != nil {
+		log.Warn("Ctrl-Alt-Del will reset the VM without a report", "error", err)
+	}
 
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
@@ -66,12 +68,15 @@ func main() {
 	b.must("mount root disk "+rootDev, unix.Mount(rootDev, newRoot, cfg.Root.FSType, 0, ""))
 	b.must("switch root", guest.SwitchRoot(newRoot))
 	// Stage 2 runs in the real root: see guest.Handoff.
-	b.must("start stage 2", guest.Handoff{Control: b.port, Config: cfg, Start: initStart}.Exec(self))
+	b.must("start stage 2", guest.Handoff{Control: b.port, Config: cfg, Start: initStart, Stop: b.signals.StopRequested()}.Exec(self))
 }
 
 func stage2(b *boot, h guest.Handoff, err error) {
 	if h.Control != nil {
 		b.adoptControl(h.Control)
+	}
+	if h.Stop {
+		b.stop() // asked before the workload existed: it gets the TERM once it starts
 	}
 	b.must("take over from stage 1", err)
 	cfg := h.Config
@@ -118,8 +123,9 @@ type boot struct {
 	acked   chan struct{}
 	reaper  *guest.Reaper
 	cfg     *vmconfig.Config
-	mu      sync.Mutex // guards signals: readHost adds streams while execs run
-	signals map[uint32]chan unix.Signal
+	mu      sync.Mutex // guards streams: readHost adds streams while execs run
+	streams map[uint32]chan unix.Signal
+	signals *guest.InitSignals
 }
 
 func (b *boot) openControl() error {
@@ -144,35 +150,37 @@ func (b *boot) adoptControl(port *os.File) {
 	b.ctl = agent.NewConn(b.port)
 	b.acked = make(chan struct{})
 	b.reaper = guest.NewReaper()
-	b.signals = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
-	go b.forwardInitSignals()
+	b.streams = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
+	b.signals.Deliver(b.stop, b.forward)
 	go b.readHost()
 }
 
 func (b *boot) signalsFor(stream uint32) chan unix.Signal {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.signals[stream]
+	return b.streams[stream]
 }
 
 func (b *boot) newStream(stream uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.signals[stream] = make(chan unix.Signal, 8)
+	b.streams[stream] = make(chan unix.Signal, 8)
 }
 
 func (b *boot) endStream(stream uint32) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.signals, stream)
+	delete(b.streams, stream)
 }
 
-// forwardInitSignals passes signals sent to init (e.g. from the console) to the workload.
-func (b *boot) forwardInitSignals() {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, guest.ForwardedSignals...)
-	for s := range ch {
-		b.signalsFor(agent.MainStream) <- s.(unix.Signal)
+// stop is what SIGINT to init means: TERM to the main workload, whose end ends the VM.
+func (b *boot) stop() { b.forward(unix.SIGTERM) }
+
+// forward passes a signal sent to init (e.g. from the console) to the main workload.
+func (b *boot) forward(sig unix.Signal) {
+	select {
+	case b.signalsFor(agent.MainStream) <- sig:
+	default: // its queue is full: it is not reading signals any more
 	}
 }
 
@@ -277,7 +285,7 @@ func withDefault(env []string, key, value string) []string {
 	return append(env, key+"="+value)
 }
 
-// finish reports the exit status, waits (bounded) until the host has it, and powers off.
+// finish reports the exit status, waits (bounded) until the host has it, and reboots.
 func (b *boot) finish(e agent.Exit) {
 	if e.Error != "" {
 		log.Error("workload failed", "code", e.Code, "error", e.Error)
@@ -298,7 +306,7 @@ func (b *boot) finish(e agent.Exit) {
 			}
 		}
 	}
-	guest.PowerOff()
+	guest.Restart()
 }
 
 // must ends the boot with a reported error when err is set.

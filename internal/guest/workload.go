@@ -20,10 +20,6 @@ import (
 // DefaultPath is the workload's PATH when neither the image nor the user set one.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// ForwardedSignals reach init (from the host's control channel or the console) and are
-// passed on to the workload.
-var ForwardedSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
-
 // Workload is one command and the processes it leaves behind.
 type Workload struct {
 	Argv   []string
