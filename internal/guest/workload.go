@@ -28,6 +28,9 @@ type Workload struct {
 	Cred   *syscall.Credential // nil: run as init's user (root)
 	Stdout io.Writer
 	Stderr io.Writer
+	// Reaper starts the processes and collects their exit when the caller reaps for the
+	// whole process (PID 1, a subreaper). Nil: the process is waited for by its pid, which
+	// must not share its process with a Reaper (whose wait4(-1) would take that status).
 	Reaper *Reaper
 	// Signals delivers signals to forward to the workload's main process.
 	Signals <-chan unix.Signal
@@ -38,7 +41,7 @@ type Workload struct {
 	// process but init for the VM's main workload (kill(-1)), the process group for an exec.
 	KillRest func(mainPid int, sig unix.Signal) error
 	// WaitAllGone makes Run wait, after KillRest, until init has no children at all: right
-	// for the main workload (the VM powers off next), wrong for an exec beside it.
+	// for the main workload (the VM ends next), wrong for an exec beside it. Needs Reaper.
 	WaitAllGone bool
 }
 
@@ -71,7 +74,7 @@ func (w *Workload) Run() agent.Exit {
 	if err != nil {
 		return failed(126, "open %s: %v", os.DevNull, err)
 	}
-	pid, status, err := w.Reaper.Start(path, w.Argv, &os.ProcAttr{
+	pid, status, err := w.start(path, &os.ProcAttr{
 		Dir:   w.Dir,
 		Env:   env,
 		Files: []*os.File{devNull, outW, errW},
@@ -111,13 +114,35 @@ func (w *Workload) Run() agent.Exit {
 	return exit
 }
 
+// start starts the main process.
+func (w *Workload) start(path string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
+	if w.Reaper != nil {
+		return w.Reaper.Start(path, w.Argv, attr)
+	}
+	p, err := os.StartProcess(path, w.Argv, attr)
+	if err != nil {
+		return 0, nil, err
+	}
+	status := make(chan unix.WaitStatus, 1)
+	go func() {
+		ps, err := p.Wait()
+		if err != nil {
+			// Someone else reaped it: the status is lost. Say so rather than hang.
+			status <- unix.WaitStatus(255 << 8)
+			return
+		}
+		status <- unix.WaitStatus(ps.Sys().(syscall.WaitStatus))
+	}()
+	return p.Pid, status, nil
+}
+
 // terminateRest ends whatever the workload left running: SIGTERM, Grace to exit, SIGKILL.
 func (w *Workload) terminateRest(mainPid int) {
 	if w.KillRest == nil {
 		return
 	}
 	_ = w.KillRest(mainPid, unix.SIGTERM)
-	if !w.WaitAllGone {
+	if !w.WaitAllGone || w.Reaper == nil {
 		_ = w.KillRest(mainPid, unix.SIGKILL)
 		return
 	}

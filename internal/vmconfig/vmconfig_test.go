@@ -1,6 +1,7 @@
 package vmconfig
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -88,4 +89,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("marshalled config does not parse: %v", err)
 		}
 	})
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir + "/missing.json"); err == nil || !strings.Contains(err.Error(), "missing.json") {
+		t.Fatalf("got %v", err)
+	}
+	c := valid()
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/config.json", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(dir + "/config.json"); err != nil || got.Hostname != "vm" {
+		t.Fatalf("got %+v %v", got, err)
+	}
 }
