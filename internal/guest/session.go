@@ -231,11 +231,8 @@ func (s *Session) workload(stream uint32, argv, env []string, dir, user string) 
 		if err != nil {
 			return nil, err
 		}
-		w.Cred, home = &u.Cred, u.Home
-		// The workload must not regain what it dropped (setuid binaries, file caps).
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return nil, fmt.Errorf("no_new_privs: %w", err)
-		}
+		// A workload given a user must not regain what it dropped.
+		w.Cred, home, w.NoNewPrivs = &u.Cred, u.Home, true
 		if u.Name != "" {
 			w.Env = withDefault(w.Env, "USER", u.Name)
 		}

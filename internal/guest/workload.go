@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,12 +23,15 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // Workload is one command and the processes it leaves behind.
 type Workload struct {
-	Argv   []string
-	Env    []string
-	Dir    string
-	Cred   *syscall.Credential // nil: run as init's user (root)
-	Stdout io.Writer
-	Stderr io.Writer
+	Argv []string
+	Env  []string
+	Dir  string
+	Cred *syscall.Credential // nil: run as init's user (root)
+	// NoNewPrivs starts the workload with no_new_privs: it cannot regain what it dropped
+	// (setuid binaries, file capabilities).
+	NoNewPrivs bool
+	Stdout     io.Writer
+	Stderr     io.Writer
 	// Reaper starts the processes and collects their exit when the caller reaps for the
 	// whole process (PID 1, a subreaper). Nil: the process is waited for by its pid, which
 	// must not share its process with a Reaper (whose wait4(-1) would take that status).
@@ -114,8 +118,34 @@ func (w *Workload) Run() agent.Exit {
 	return exit
 }
 
-// start starts the main process.
+// start starts the main process. no_new_privs is a property of a thread, inherited by what
+// it forks, so it is set on a thread of its own that does the fork and then dies with its
+// goroutine (locked and never unlocked, the runtime does not reuse it): neither init's
+// other threads nor a later workload without it can inherit the flag by chance.
 func (w *Workload) start(path string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
+	if !w.NoNewPrivs {
+		return w.startProcess(path, attr)
+	}
+	type started struct {
+		pid    int
+		status <-chan unix.WaitStatus
+		err    error
+	}
+	result := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			result <- started{err: fmt.Errorf("no_new_privs: %w", err)}
+			return
+		}
+		pid, status, err := w.startProcess(path, attr)
+		result <- started{pid, status, err}
+	}()
+	r := <-result
+	return r.pid, r.status, r.err
+}
+
+func (w *Workload) startProcess(path string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
 	if w.Reaper != nil {
 		return w.Reaper.Start(path, w.Argv, attr)
 	}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,4 +150,35 @@ func notExecutable(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// no_new_privs is per thread: it must be on the thread that forks the workload, and on no
+// thread that forks anything else later. 20 of 20 runs, interleaved with runs without it.
+func TestWorkloadNoNewPrivsReachesTheWorkloadAndOnlyIt(t *testing.T) {
+	runtime.LockOSThread()
+	nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nnp == 1 {
+		t.Skip("SKIPPED: this test process already runs with no_new_privs (set by whatever started it), so the flag cannot be seen to be set or not by the code under test")
+	}
+	status := func(noNewPrivs bool) string {
+		var out lockedBuffer
+		w := &Workload{Argv: []string{"grep", "NoNewPrivs", "/proc/self/status"}, Dir: "/",
+			Stdout: &out, Stderr: &out, Grace: time.Second, KillRest: KillGroup, NoNewPrivs: noNewPrivs}
+		if e := w.Run(); e.Code != 0 {
+			t.Fatalf("grep: %+v %s", e, out.String())
+		}
+		return out.String()
+	}
+	for i := 0; i < 20; i++ {
+		if got := status(true); got != "NoNewPrivs:\t1\n" {
+			t.Fatalf("run %d with NoNewPrivs: %q", i, got)
+		}
+		if got := status(false); got != "NoNewPrivs:\t0\n" {
+			t.Fatalf("run %d without NoNewPrivs: %q", i, got)
+		}
+	}
 }
