@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 	"unsafe"
@@ -52,7 +53,9 @@ func (h Handoff) Exec(self int) error {
 	if err != nil {
 		return err
 	}
-	return execveat(self, []string{"/init"}, env)
+	err = execveat(self, []string{"/init"}, env)
+	runtime.KeepAlive(h.Control) // its finalizer would close the channel's fd
+	return err
 }
 
 // env makes h's files survive exec and returns the environment naming them.
@@ -65,10 +68,14 @@ func (h Handoff) env() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config memfd: %w", err)
 	}
-	cfg := os.NewFile(uintptr(cfgFD), "config")
-	if _, err := cfg.Write(data); err != nil {
-		cfg.Close()
-		return nil, fmt.Errorf("config memfd: %w", err)
+	// A raw fd, not an *os.File whose finalizer could close it before the exec.
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(cfgFD, rest)
+		if err != nil {
+			unix.Close(cfgFD)
+			return nil, fmt.Errorf("config memfd: %w", err)
+		}
+		rest = rest[n:]
 	}
 	ctlFD := int(h.Control.Fd())
 	for _, fd := range []int{cfgFD, ctlFD} {

@@ -55,7 +55,7 @@ func VirtioSerialControlArg(name string) string {
 type Mode string
 
 const (
-	// ModeApp runs one workload under our PID 1 and powers off when it ends.
+	// ModeApp runs one workload under our PID 1 and ends the VM (by reboot) when it ends.
 	ModeApp Mode = "app"
 	// ModeSystem hands PID 1 over to the image's own init (systemd).
 	ModeSystem Mode = "system"
