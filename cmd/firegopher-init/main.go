@@ -1,23 +1,19 @@
-// firegopher-init is the guest's PID 1. main reads top to bottom as the boot it performs:
-// early mounts, modules, control channel, config, root disk, switch root, system mounts,
-// per-VM files, network, then the workload (app mode) or the image's own init (system
-// mode). PID 1 must never exit or panic (the kernel would panic with it): every failure is
-// reported to the host and ends in a clean power-off.
+// firegopher-init is the guest's PID 1. It reads top to bottom as the boot it performs:
+// stage 1 in the initramfs (early mounts, modules, control channel, config, root disk,
+// switch root), then stage 2 in the real root (system mounts, per-VM files, network, then
+// the workload in app mode or the image's own init in system mode). PID 1 must never exit
+// or panic (the kernel would panic with it): every failure is reported to the host and the
+// VM ends by a clean reboot, which ends the VMM.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
-	"strconv"
-	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -28,7 +24,8 @@ import (
 
 const (
 	newRoot = "/newroot"
-	// deviceTimeout bounds the wait for a disk or port to appear after its driver loads.
+	// deviceTimeout bounds the wait for a disk or the control channel to appear after its
+	// driver loads (and, on vsock, for the host to listen).
 	deviceTimeout = 30 * time.Second
 	// ackTimeout bounds the wait for the host to confirm it has the exit status.
 	ackTimeout = 10 * time.Second
@@ -40,365 +37,97 @@ const (
 
 var log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "firegopher-init")
 
-// Stage 2 runs after the switch to the real root. Linux gives every thread its own view
-// of the root directory once a multi-threaded process chroots (Go's threads kept the
-// initramfs as their root), so instead of chrooting in place we exec ourselves again:
-// the new image starts single-threaded inside the real root, and every thread it makes
-// inherits that root. The control channel and the config cross the exec as open fds.
-const (
-	stageEnv     = "FIREGOPHER_INIT_STAGE"
-	startEnv     = "FIREGOPHER_INIT_START_NS"
-	controlFDEnv = "FIREGOPHER_CONTROL_FD"
-	configFDEnv  = "FIREGOPHER_CONFIG_FD"
-)
-
 func main() {
-	b := &boot{}
+	// Caught first: Go's default for these signals is to exit, fatal for PID 1.
+	b := &boot{signals: guest.CatchInitSignals()}
 	defer b.recoverPanic()
-	if os.Getenv(stageEnv) == "2" {
-		stage2(b)
-		return
+	if h, ok, err := guest.TakeHandoff(); ok {
+		b.stage2(h, err)
+	} else {
+		b.stage1()
 	}
+}
+
+// stage1 runs in the initramfs and ends by re-executing init inside the real root.
+func (b *boot) stage1() {
 	// The exec that starts stage 2 must come from the thread that chrooted.
 	runtime.LockOSThread()
-	initStart := bootClock()
-
+	start := guest.BootClock()
+	if err := guest.DisableCtrlAltDel(); err != nil {
+		log.Warn("Ctrl-Alt-Del will reset the VM without a report", "error", err)
+	}
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
 	_, err := guest.LoadModules("/", vmconfig.ModulesOrderPath)
 	b.must("load kernel modules", err)
-	b.must("open control channel", b.openControl())
-	cfg, err := readConfig()
+	control, err := guest.ReadControl("/proc/cmdline")
+	b.must("read the kernel command line", err)
+	ctl, err := withDeadline(func(ctx context.Context) (*os.File, error) { return control.Open(ctx, guest.SystemDevices()) })
+	b.must("open control channel "+control.String(), err)
+	// Stage 1 only reports: it never reads the channel, so that no frame from the host is
+	// consumed by a process about to be replaced.
+	b.session = guest.NewSession(ctl, nil, log)
+	b.must("greet the host", b.session.Hello())
+	cfg, err := vmconfig.Load(vmconfig.Path)
 	b.must("read config", err)
-
-	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
-	rootDev, err := guest.SystemDevices().DiskBySerial(ctx, cfg.Root.Serial)
-	cancel()
+	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().Disk(ctx, cfg.Root) })
 	b.must("find root disk", err)
 	self, err := unix.Open("/init", unix.O_PATH, 0)
 	b.must("open /init", err)
-	b.must("create "+newRoot, os.MkdirAll(newRoot, 0o755))
-	b.must("mount root disk "+rootDev, unix.Mount(rootDev, newRoot, cfg.Root.FSType, 0, ""))
+	b.must("mount root disk", guest.MountRoot(rootDev, cfg.Root.FSType, newRoot))
 	b.must("switch root", guest.SwitchRoot(newRoot))
-	b.must("start stage 2", b.execStage2(self, cfg, initStart))
+	handoff := guest.Handoff{Control: ctl, Config: cfg, Start: start, Stop: b.signals.StopRequested()}
+	b.must("start stage 2", handoff.Exec(self))
 }
 
-// bootClock is time since the kernel started (CLOCK_BOOTTIME): it survives our re-exec.
-func bootClock() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return time.Duration(ts.Nano())
-}
-
-// execStage2 re-executes init (by fd: the binary lives in the initramfs, out of sight now).
-func (b *boot) execStage2(self int, cfg *vmconfig.Config, initStart time.Duration) error {
-	data, err := cfg.Marshal()
-	if err != nil {
-		return err
-	}
-	cfgFD, err := unix.MemfdCreate("firegopher-config", 0)
-	if err != nil {
-		return err
-	}
-	if _, err := unix.Write(cfgFD, data); err != nil {
-		return err
-	}
-	if _, err := unix.Seek(cfgFD, 0, 0); err != nil {
-		return err
-	}
-	ctlFD := int(b.port.Fd())
-	for _, fd := range []int{cfgFD, ctlFD} {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
-			return err
+// stage2 runs in the real root and ends with the VM.
+func (b *boot) stage2(h guest.Handoff, err error) {
+	if h.Control != nil {
+		b.session = guest.NewSession(h.Control, h.Config, log)
+		b.session.Init, b.session.Grace, b.session.AckTimeout = true, grace, ackTimeout
+		b.session.Serve()
+		b.signals.Deliver(b.session.Stop, b.session.Signal)
+		if h.Stop {
+			b.session.Stop() // asked before the workload existed: it gets the TERM once it starts
 		}
 	}
-	env := []string{stageEnv + "=2", fmt.Sprintf("%s=%d", controlFDEnv, ctlFD), fmt.Sprintf("%s=%d", configFDEnv, cfgFD),
-		fmt.Sprintf("%s=%d", startEnv, int64(initStart))}
-	return execveat(self, []string{"/init"}, env)
-}
-
-// execveat runs the program open at fd (AT_EMPTY_PATH); it returns only on failure.
-func execveat(fd int, argv, env []string) error {
-	empty, err := unix.BytePtrFromString("")
-	if err != nil {
-		return err
-	}
-	argvp, err := cStrings(argv)
-	if err != nil {
-		return err
-	}
-	envp, err := cStrings(env)
-	if err != nil {
-		return err
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
-		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
-	return errno
-}
-
-// cStrings makes a NULL-terminated array of C strings.
-func cStrings(ss []string) ([]*byte, error) {
-	out := make([]*byte, len(ss)+1)
-	for i, s := range ss {
-		p, err := unix.BytePtrFromString(s)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
-	}
-	return out, nil
-}
-
-func stage2(b *boot) {
-	b.must("reopen control channel", b.adoptControl())
-	cfg, err := readConfigFD()
-	b.must("read config", err)
-	b.cfg = cfg
+	b.must("take over from stage 1", err)
+	cfg := h.Config
 	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
 	b.must("link /dev entries", guest.LinkDev("/dev"))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
-
-	b.must("bring loopback up", guest.LoopbackUp())
-	if cfg.Network != nil && cfg.Network.DHCP && cfg.Mode == vmconfig.ModeApp {
-		ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
-		leased, err := guest.LeaseByDHCP(ctx, cfg.Network)
-		cancel()
-		b.must("get an address by DHCP", err)
-		cfg.Network = leased
-	}
-	if cfg.Network != nil && !cfg.Network.DHCP {
-		b.must("configure network", guest.ConfigureInterface(cfg.Network))
-		b.must("write /etc/resolv.conf", guest.WriteResolvConf("/", cfg.Network.DNS))
-	}
-	if cfg.Hostname != "" {
-		b.must("set hostname", unix.Sethostname([]byte(cfg.Hostname)))
-		b.must("write /etc/hostname", os.WriteFile("/etc/hostname", []byte(cfg.Hostname+"\n"), 0o644))
-	}
-	b.must("write /etc/hosts", guest.WriteHosts("/", cfg.Hostname, cfg.Network))
-
+	b.must("set up network", guest.SetUpNetwork("/", cfg, dhcpTimeout))
 	if cfg.Mode == vmconfig.ModeSystem {
 		// The image's init takes PID 1 over; the control channel closes with our process.
 		b.must("exec /sbin/init", unix.Exec("/sbin/init", []string{"/sbin/init"}, []string{}))
 	}
 	b.must("set rlimits", guest.SetRlimits(cfg.Rlimits))
-	w, err := b.workload(cfg, agent.MainStream, cfg.Cmd, cfg.Env, cfg.WorkDir, cfg.User)
-	b.must("prepare workload", err)
-	w.KillRest, w.WaitAllGone, w.Signals = guest.KillAllButInit, true, b.signalsFor(agent.MainStream)
-	initStart, _ := strconv.ParseInt(os.Getenv(startEnv), 10, 64)
-	now := bootClock()
 	// bench/init reads this line from the console log.
-	log.Info("starting workload", "kernel_ms", time.Duration(initStart).Milliseconds(), "init_ms", (now - time.Duration(initStart)).Milliseconds())
-	b.finish(w.Run())
+	log.Info("starting workload", "kernel_ms", h.Start.Milliseconds(), "init_ms", (guest.BootClock() - h.Start).Milliseconds())
+	b.finish(b.session.RunMain("/"))
 }
 
-func readConfigFD() (*vmconfig.Config, error) {
-	fd, err := strconv.Atoi(os.Getenv(configFDEnv))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", configFDEnv, err)
-	}
-	f := os.NewFile(uintptr(fd), "config")
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, err
-	}
-	return vmconfig.Parse(data)
-}
-
-// boot carries what the failure path and the control channel need.
+// boot carries what the failure path needs.
 type boot struct {
-	port    *os.File
-	ctl     *agent.Conn
-	acked   chan struct{}
-	reaper  *guest.Reaper
-	cfg     *vmconfig.Config
-	mu      sync.Mutex // guards signals: readHost adds streams while execs run
-	signals map[uint32]chan unix.Signal
+	signals *guest.InitSignals
+	session *guest.Session // nil until the control channel is open
 }
 
-func (b *boot) openControl() error {
+// withDeadline runs a wait for a device bounded by deviceTimeout.
+func withDeadline[T any](wait func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
 	defer cancel()
-	dev, err := guest.SystemDevices().PortByName(ctx, vmconfig.ControlPortName)
-	if err != nil {
-		return err
-	}
-	if b.port, err = os.OpenFile(dev, os.O_RDWR, 0); err != nil {
-		return err
-	}
-	// Stage 1 only reports: the reading side starts in stage 2, so that no frame from the
-	// host is consumed by a process that is about to be replaced.
-	b.ctl = agent.NewConn(b.port)
-	return b.ctl.Send(agent.KindHello, agent.MainStream, nil)
+	return wait(ctx)
 }
 
-// adoptControl takes over the control channel stage 1 opened.
-func (b *boot) adoptControl() error {
-	fd, err := strconv.Atoi(os.Getenv(controlFDEnv))
-	if err != nil {
-		return fmt.Errorf("%s: %w", controlFDEnv, err)
-	}
-	unix.CloseOnExec(fd) // not for the workload
-	b.port = os.NewFile(uintptr(fd), "control")
-	b.ctl = agent.NewConn(b.port)
-	b.acked = make(chan struct{})
-	b.reaper = guest.NewReaper()
-	b.signals = map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)}
-	go b.forwardInitSignals()
-	go b.readHost()
-	return nil
-}
-
-func (b *boot) signalsFor(stream uint32) chan unix.Signal {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.signals[stream]
-}
-
-func (b *boot) newStream(stream uint32) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.signals[stream] = make(chan unix.Signal, 8)
-}
-
-func (b *boot) endStream(stream uint32) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.signals, stream)
-}
-
-// forwardInitSignals passes signals sent to init (e.g. from the console) to the workload.
-func (b *boot) forwardInitSignals() {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, guest.ForwardedSignals...)
-	for s := range ch {
-		b.signalsFor(agent.MainStream) <- s.(unix.Signal)
-	}
-}
-
-// readHost handles what the host sends: signals, execs, and the ack of our exit.
-func (b *boot) readHost() {
-	for {
-		f, err := b.ctl.Receive()
-		if err != nil {
-			return
-		}
-		switch f.Kind {
-		case agent.KindAck:
-			if f.Stream == agent.MainStream {
-				close(b.acked)
-			}
-		case agent.KindSignal:
-			if ch := b.signalsFor(f.Stream); ch != nil && len(f.Payload) == 1 {
-				select {
-				case ch <- unix.Signal(f.Payload[0]):
-				default: // the process is not reading signals any more: it is gone
-				}
-			}
-		case agent.KindExec:
-			var e agent.Exec
-			if err := f.Decode(&e); err != nil || len(e.Argv) == 0 || b.cfg == nil {
-				b.ctl.SendJSON(agent.KindExit, f.Stream, agent.Exit{Code: 125, Error: fmt.Sprintf("bad exec request: %v", err)})
-				continue
-			}
-			b.newStream(f.Stream)
-			go b.exec(f.Stream, e)
-		}
-	}
-}
-
-// exec runs an extra command beside the workload on its own stream.
-func (b *boot) exec(stream uint32, e agent.Exec) {
-	env := append(append([]string(nil), b.cfg.Env...), e.Env...)
-	user := e.User
-	if user == "" {
-		user = b.cfg.User
-	}
-	w, err := b.workload(b.cfg, stream, e.Argv, env, e.WorkDir, user)
-	var exit agent.Exit
-	if err != nil {
-		exit = agent.Exit{Code: 125, Error: err.Error()}
-	} else {
-		w.KillRest, w.Signals = guest.KillGroup, b.signalsFor(stream)
-		exit = w.Run()
-	}
-	b.endStream(stream)
-	b.ctl.SendJSON(agent.KindExit, stream, exit)
-}
-
-func readConfig() (*vmconfig.Config, error) {
-	data, err := os.ReadFile(vmconfig.Path)
-	if err != nil {
-		return nil, err
-	}
-	return vmconfig.Parse(data)
-}
-
-// workload prepares a command with its user, environment and working directory.
-func (b *boot) workload(cfg *vmconfig.Config, stream uint32, argv, env []string, dir, user string) (*guest.Workload, error) {
-	w := &guest.Workload{
-		Argv:   argv,
-		Env:    env,
-		Dir:    dir,
-		Stdout: agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStdout, Stream: stream},
-		Stderr: agent.StreamWriter{Conn: b.ctl, Kind: agent.KindStderr, Stream: stream},
-		Reaper: b.reaper,
-		Grace:  grace,
-	}
-	home := "/root"
-	if user != "" {
-		u, err := guest.LookupUser("/", user)
-		if err != nil {
-			return nil, err
-		}
-		w.Cred, home = &u.Cred, u.Home
-		// The workload must not regain what it dropped (setuid binaries, file caps).
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return nil, fmt.Errorf("no_new_privs: %w", err)
-		}
-		if u.Name != "" {
-			w.Env = withDefault(w.Env, "USER", u.Name)
-		}
-	}
-	w.Env = withDefault(w.Env, "HOME", home)
-	w.Env = withDefault(w.Env, "HOSTNAME", cfg.Hostname)
-	if w.Dir == "" {
-		w.Dir = "/"
-	}
-	return w, nil
-}
-
-func withDefault(env []string, key, value string) []string {
-	for _, kv := range env {
-		if len(kv) > len(key) && kv[:len(key)+1] == key+"=" {
-			return env
-		}
-	}
-	return append(env, key+"="+value)
-}
-
-// finish reports the exit status, waits (bounded) until the host has it, and powers off.
+// finish reports the exit status, waits (bounded) until the host has it, and reboots.
 func (b *boot) finish(e agent.Exit) {
-	if e.Error != "" {
-		log.Error("workload failed", "code", e.Code, "error", e.Error)
+	if b.session != nil {
+		b.session.Report(e)
+	} else {
+		log.Error("no control channel to report the exit on", "code", e.Code, "error", e.Error)
 	}
-	if b.ctl != nil {
-		if err := b.ctl.SendJSON(agent.KindExit, agent.MainStream, e); err != nil {
-			log.Error("report exit status", "error", err)
-		} else {
-			if b.acked == nil {
-				// Stage 1 failed before anything read the channel: read it now for the ack.
-				b.acked = make(chan struct{})
-				go b.readHost()
-			}
-			select {
-			case <-b.acked:
-			case <-time.After(ackTimeout):
-				log.Error("host did not acknowledge the exit status")
-			}
-		}
-	}
-	guest.PowerOff()
+	guest.Restart()
 }
 
 // must ends the boot with a reported error when err is set.
@@ -406,9 +135,8 @@ func (b *boot) must(step string, err error) {
 	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("%s: %v", step, err)
 	log.Error("boot failed", "step", step, "error", err)
-	b.finish(agent.Exit{Code: 125, Error: msg})
+	b.finish(agent.Exit{Code: 125, Error: fmt.Sprintf("%s: %v", step, err)})
 }
 
 func (b *boot) recoverPanic() {

@@ -3,12 +3,16 @@
 package guest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/firegopher/firegopher/internal/vmconfig"
 )
 
 // Devices finds block devices and virtio-serial ports through sysfs. Drivers probe
@@ -36,6 +40,37 @@ func (d Devices) DiskBySerial(ctx context.Context, serial string) (string, error
 		}
 		return "", false
 	})
+}
+
+// DiskByIndex returns the device node of the virtio disk at 0-based position i (vda, vdb,
+// ..., vdz, vdaa): it waits until at least i+1 virtio disks exist. The kernel names them in
+// probe order, which is the order the VMM attached them in.
+func (d Devices) DiskByIndex(ctx context.Context, i int) (string, error) {
+	if i < 0 {
+		return "", fmt.Errorf("disk index %d is negative", i)
+	}
+	return d.waitFor(ctx, fmt.Sprintf("virtio disk number %d (from 0)", i), func() (string, bool) {
+		disks, _ := filepath.Glob(filepath.Join(d.SysDir, "block", "vd*"))
+		if len(disks) <= i {
+			return "", false
+		}
+		names := make([]string, len(disks))
+		for k, p := range disks {
+			names[k] = filepath.Base(p)
+		}
+		slices.SortFunc(names, func(a, b string) int {
+			return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b))
+		})
+		return filepath.Join(d.DevDir, names[i]), true
+	})
+}
+
+// Disk returns the device node of disk: by serial when it has one, else by index.
+func (d Devices) Disk(ctx context.Context, disk vmconfig.Disk) (string, error) {
+	if disk.Serial != "" {
+		return d.DiskBySerial(ctx, disk.Serial)
+	}
+	return d.DiskByIndex(ctx, disk.Index)
 }
 
 // PortByName returns the device node of the virtio-serial port named name.

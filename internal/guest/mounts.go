@@ -73,6 +73,17 @@ func LinkDev(devDir string) error {
 	return nil
 }
 
+// MountRoot mounts the root disk dev (of type fstype) on target, creating target.
+func MountRoot(dev, fstype, target string) error {
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(dev, target, fstype, 0, ""); err != nil {
+		return fmt.Errorf("mount %s (%s) on %s: %w", dev, fstype, target, err)
+	}
+	return nil
+}
+
 // SwitchRoot makes newRoot the root of the guest: the early mounts move along (so open
 // device nodes and the control port stay valid), then newRoot is moved onto / and entered.
 // The initramfs stays in memory; it is a few MiB and freeing it is not worth the risk.

@@ -3,17 +3,60 @@
 package guest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/vmconfig"
 )
+
+// SetUpNetwork brings the loopback and the VM's interface up, and gives the VM its names:
+// hostname, /etc/hostname, /etc/hosts and /etc/resolv.conf below root. An app VM that asks
+// for DHCP gets its lease here (within dhcpTimeout); a system VM's own init runs its DHCP
+// client. Errors name the step.
+func SetUpNetwork(root string, cfg *vmconfig.Config, dhcpTimeout time.Duration) error {
+	if err := LoopbackUp(); err != nil {
+		return fmt.Errorf("bring loopback up: %w", err)
+	}
+	n := cfg.Network
+	if n != nil && n.DHCP && cfg.Mode == vmconfig.ModeApp {
+		ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
+		leased, err := LeaseByDHCP(ctx, n)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("get an address by DHCP: %w", err)
+		}
+		n = leased
+	}
+	if n != nil && !n.DHCP {
+		if err := ConfigureInterface(n); err != nil {
+			return fmt.Errorf("configure network: %w", err)
+		}
+		if err := WriteResolvConf(root, n.DNS); err != nil {
+			return fmt.Errorf("write /etc/resolv.conf: %w", err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return fmt.Errorf("set hostname: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "etc/hostname"), []byte(cfg.Hostname+"\n"), 0o644); err != nil {
+			return fmt.Errorf("write /etc/hostname: %w", err)
+		}
+	}
+	if err := WriteHosts(root, cfg.Hostname, n); err != nil {
+		return fmt.Errorf("write /etc/hosts: %w", err)
+	}
+	return nil
+}
 
 // LoopbackUp brings lo up; programs assume localhost works.
 func LoopbackUp() error {

@@ -19,23 +19,33 @@ type Reaper struct {
 	waiters map[int]chan unix.WaitStatus
 	empty   []chan struct{} // closed when no children remain
 	kick    chan struct{}
+	sigchld chan os.Signal
+	done    chan struct{}
 }
 
 // NewReaper starts reaping on SIGCHLD.
 func NewReaper() *Reaper {
-	r := &Reaper{waiters: map[int]chan unix.WaitStatus{}, kick: make(chan struct{}, 1)}
-	sigchld := make(chan os.Signal, 1)
-	signal.Notify(sigchld, unix.SIGCHLD)
+	r := &Reaper{waiters: map[int]chan unix.WaitStatus{}, kick: make(chan struct{}, 1),
+		sigchld: make(chan os.Signal, 1), done: make(chan struct{})}
+	signal.Notify(r.sigchld, unix.SIGCHLD)
 	go func() {
 		for {
 			select {
-			case <-sigchld:
+			case <-r.sigchld:
 			case <-r.kick:
+			case <-r.done:
+				return
 			}
 			r.reap()
 		}
 	}()
 	return r
+}
+
+// Close stops reaping (for tests: PID 1 reaps until the end).
+func (r *Reaper) Close() {
+	signal.Stop(r.sigchld)
+	close(r.done)
 }
 
 // Start starts a process whose exit status arrives on the returned channel. Registration

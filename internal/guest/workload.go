@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,18 +21,20 @@ import (
 // DefaultPath is the workload's PATH when neither the image nor the user set one.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// ForwardedSignals reach init (from the host's control channel or the console) and are
-// passed on to the workload.
-var ForwardedSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2}
-
 // Workload is one command and the processes it leaves behind.
 type Workload struct {
-	Argv   []string
-	Env    []string
-	Dir    string
-	Cred   *syscall.Credential // nil: run as init's user (root)
-	Stdout io.Writer
-	Stderr io.Writer
+	Argv []string
+	Env  []string
+	Dir  string
+	Cred *syscall.Credential // nil: run as init's user (root)
+	// NoNewPrivs starts the workload with no_new_privs: it cannot regain what it dropped
+	// (setuid binaries, file capabilities).
+	NoNewPrivs bool
+	Stdout     io.Writer
+	Stderr     io.Writer
+	// Reaper starts the processes and collects their exit when the caller reaps for the
+	// whole process (PID 1, a subreaper). Nil: the process is waited for by its pid, which
+	// must not share its process with a Reaper (whose wait4(-1) would take that status).
 	Reaper *Reaper
 	// Signals delivers signals to forward to the workload's main process.
 	Signals <-chan unix.Signal
@@ -42,7 +45,7 @@ type Workload struct {
 	// process but init for the VM's main workload (kill(-1)), the process group for an exec.
 	KillRest func(mainPid int, sig unix.Signal) error
 	// WaitAllGone makes Run wait, after KillRest, until init has no children at all: right
-	// for the main workload (the VM powers off next), wrong for an exec beside it.
+	// for the main workload (the VM ends next), wrong for an exec beside it. Needs Reaper.
 	WaitAllGone bool
 }
 
@@ -75,7 +78,7 @@ func (w *Workload) Run() agent.Exit {
 	if err != nil {
 		return failed(126, "open %s: %v", os.DevNull, err)
 	}
-	pid, status, err := w.Reaper.Start(path, w.Argv, &os.ProcAttr{
+	pid, status, err := w.start(path, &os.ProcAttr{
 		Dir:   w.Dir,
 		Env:   env,
 		Files: []*os.File{devNull, outW, errW},
@@ -115,13 +118,61 @@ func (w *Workload) Run() agent.Exit {
 	return exit
 }
 
+// start starts the main process. no_new_privs is a property of a thread, inherited by what
+// it forks, so it is set on a thread of its own that does the fork and then dies with its
+// goroutine (locked and never unlocked, the runtime does not reuse it): neither init's
+// other threads nor a later workload without it can inherit the flag by chance.
+func (w *Workload) start(path string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
+	if !w.NoNewPrivs {
+		return w.startProcess(path, attr)
+	}
+	type started struct {
+		pid    int
+		status <-chan unix.WaitStatus
+		err    error
+	}
+	result := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			result <- started{err: fmt.Errorf("no_new_privs: %w", err)}
+			return
+		}
+		pid, status, err := w.startProcess(path, attr)
+		result <- started{pid, status, err}
+	}()
+	r := <-result
+	return r.pid, r.status, r.err
+}
+
+func (w *Workload) startProcess(path string, attr *os.ProcAttr) (int, <-chan unix.WaitStatus, error) {
+	if w.Reaper != nil {
+		return w.Reaper.Start(path, w.Argv, attr)
+	}
+	p, err := os.StartProcess(path, w.Argv, attr)
+	if err != nil {
+		return 0, nil, err
+	}
+	status := make(chan unix.WaitStatus, 1)
+	go func() {
+		ps, err := p.Wait()
+		if err != nil {
+			// Someone else reaped it: the status is lost. Say so rather than hang.
+			status <- unix.WaitStatus(255 << 8)
+			return
+		}
+		status <- unix.WaitStatus(ps.Sys().(syscall.WaitStatus))
+	}()
+	return p.Pid, status, nil
+}
+
 // terminateRest ends whatever the workload left running: SIGTERM, Grace to exit, SIGKILL.
 func (w *Workload) terminateRest(mainPid int) {
 	if w.KillRest == nil {
 		return
 	}
 	_ = w.KillRest(mainPid, unix.SIGTERM)
-	if !w.WaitAllGone {
+	if !w.WaitAllGone || w.Reaper == nil {
 		_ = w.KillRest(mainPid, unix.SIGKILL)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,22 +34,27 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var reaper *Reaper
-
-func init() {
-	// Orphans of the workloads under test reparent to this process, as they would to PID 1.
+// testReaper makes this process reap as PID 1 does, for one test: orphans of the workloads
+// under test reparent to it. Its wait4(-1) would take the status of any other child of the
+// test binary, so it lives only as long as the test (and tests here do not run in parallel).
+func testReaper(t *testing.T) *Reaper {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		panic(err)
+		t.Fatal(err)
 	}
-	reaper = NewReaper()
+	r := NewReaper()
+	t.Cleanup(func() {
+		r.Close()
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	})
+	return r
 }
 
-func run(t *testing.T, argv ...string) (code int, signal int, stdout, stderr string) {
+func run(t *testing.T, r *Reaper, argv ...string) (code int, signal int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut lockedBuffer
 	w := &Workload{
 		Argv: argv, Env: []string{"HOME=/"}, Dir: t.TempDir(),
-		Stdout: &out, Stderr: &errOut, Grace: 5 * time.Second, Reaper: reaper,
+		Stdout: &out, Stderr: &errOut, Grace: 5 * time.Second, Reaper: r,
 		KillRest: KillGroup, WaitAllGone: true,
 	}
 	e := w.Run()
@@ -56,6 +62,7 @@ func run(t *testing.T, argv ...string) (code int, signal int, stdout, stderr str
 }
 
 func TestWorkloadExitCodesFollowTheShell(t *testing.T) {
+	r := testReaper(t)
 	for _, tc := range []struct {
 		argv       []string
 		code, sig  int
@@ -67,7 +74,7 @@ func TestWorkloadExitCodesFollowTheShell(t *testing.T) {
 		{[]string{"no-such-command-xyz"}, 127, 0, "no-such-command-xyz: command not found"},
 		{[]string{notExecutable(t)}, 126, 0, "permission denied"},
 	} {
-		code, sig, _, stderr := run(t, tc.argv...)
+		code, sig, _, stderr := run(t, r, tc.argv...)
 		if code != tc.code || sig != tc.sig || !strings.Contains(stderr, tc.stderrHave) {
 			t.Errorf("%q: code %d signal %d stderr %q; want %d, %d, %q", tc.argv, code, sig, stderr, tc.code, tc.sig, tc.stderrHave)
 		}
@@ -75,7 +82,7 @@ func TestWorkloadExitCodesFollowTheShell(t *testing.T) {
 }
 
 func TestWorkloadStreamsBothOutputs(t *testing.T) {
-	code, _, out, errOut := run(t, "sh", "-c", "echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' x")
+	code, _, out, errOut := run(t, testReaper(t), "sh", "-c", "echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' x")
 	if code != 0 || errOut != "err\n" || !strings.HasPrefix(out, "out\n") || len(out) != 4+100000 {
 		t.Fatalf("code %d stdout %d bytes stderr %q", code, len(out), errOut)
 	}
@@ -85,7 +92,7 @@ func TestWorkloadLeftoversAreTerminatedAndReaped(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	// The background child keeps stdout open; Run must still return, and the child must be gone.
-	code, _, out, _ := run(t, "sh", "-c", "sleep 600 & echo $! > "+pidFile+"; echo started")
+	code, _, out, _ := run(t, testReaper(t), "sh", "-c", "sleep 600 & echo $! > "+pidFile+"; echo started")
 	if code != 0 || out != "started\n" {
 		t.Fatalf("code %d out %q", code, out)
 	}
@@ -107,8 +114,8 @@ func TestWorkloadForwardsSignals(t *testing.T) {
 	sigs := make(chan unix.Signal, 1)
 	w := &Workload{
 		Argv:   []string{"sh", "-c", "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.01; done"},
-		Stdout: &out, Stderr: &out, Signals: sigs, Grace: time.Second, Reaper: reaper,
-		KillRest: KillGroup,
+		Stdout: &out, Stderr: &out, Signals: sigs, Grace: time.Second,
+		KillRest: KillGroup, // no Reaper: waited for by pid
 	}
 	done := make(chan int)
 	go func() { done <- w.Run().Code }()
@@ -143,4 +150,35 @@ func notExecutable(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// no_new_privs is per thread: it must be on the thread that forks the workload, and on no
+// thread that forks anything else later. 20 of 20 runs, interleaved with runs without it.
+func TestWorkloadNoNewPrivsReachesTheWorkloadAndOnlyIt(t *testing.T) {
+	runtime.LockOSThread()
+	nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nnp == 1 {
+		t.Skip("SKIPPED: this test process already runs with no_new_privs (set by whatever started it), so the flag cannot be seen to be set or not by the code under test")
+	}
+	status := func(noNewPrivs bool) string {
+		var out lockedBuffer
+		w := &Workload{Argv: []string{"grep", "NoNewPrivs", "/proc/self/status"}, Dir: "/",
+			Stdout: &out, Stderr: &out, Grace: time.Second, KillRest: KillGroup, NoNewPrivs: noNewPrivs}
+		if e := w.Run(); e.Code != 0 {
+			t.Fatalf("grep: %+v %s", e, out.String())
+		}
+		return out.String()
+	}
+	for i := 0; i < 20; i++ {
+		if got := status(true); got != "NoNewPrivs:\t1\n" {
+			t.Fatalf("run %d with NoNewPrivs: %q", i, got)
+		}
+		if got := status(false); got != "NoNewPrivs:\t0\n" {
+			t.Fatalf("run %d without NoNewPrivs: %q", i, got)
+		}
+	}
 }

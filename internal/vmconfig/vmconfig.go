@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path"
 	"strings"
 )
@@ -23,15 +24,38 @@ const Path = "/etc/firegopher/config.json"
 // ModulesOrderPath lists the kernel modules to load, dependencies first, one initrd path a line.
 const ModulesOrderPath = "/etc/firegopher/modules.order"
 
-// ControlPortName is the virtio-serial port name of the host<->guest control channel. It is
-// fixed, not configured, so that init can report a bad config over the channel.
-const ControlPortName = "org.firegopher.ctl"
+// The control channel's transport is chosen on the kernel command line, not in the config,
+// so that init can report a bad config over the channel. ControlParam=ControlVirtioSerial:NAME
+// opens the virtio-serial port named NAME; ControlParam=ControlVsock:PORT connects (from the
+// guest) to the host, CID 2, on vsock port PORT. Without the parameter init opens the
+// virtio-serial port ControlPortName.
+const (
+	ControlParam        = "firegopher.control"
+	ControlVirtioSerial = "virtio-serial"
+	ControlVsock        = "vsock"
+	// ControlPortName is the default virtio-serial port name of the control channel.
+	ControlPortName = "org.firegopher.ctl"
+	// DefaultVsockPort is the vsock port a host listens on for the guest's control connection.
+	DefaultVsockPort = 1024
+)
+
+// VsockControlArg is the kernel command-line argument that makes init connect to the host
+// over vsock port port.
+func VsockControlArg(port uint32) string {
+	return fmt.Sprintf("%s=%s:%d", ControlParam, ControlVsock, port)
+}
+
+// VirtioSerialControlArg is the kernel command-line argument that makes init open the
+// virtio-serial port named name.
+func VirtioSerialControlArg(name string) string {
+	return fmt.Sprintf("%s=%s:%s", ControlParam, ControlVirtioSerial, name)
+}
 
 // Mode says what init does once the root filesystem is up.
 type Mode string
 
 const (
-	// ModeApp runs one workload under our PID 1 and powers off when it ends.
+	// ModeApp runs one workload under our PID 1 and ends the VM (by reboot) when it ends.
 	ModeApp Mode = "app"
 	// ModeSystem hands PID 1 over to the image's own init (systemd).
 	ModeSystem Mode = "system"
@@ -42,7 +66,8 @@ type Config struct {
 	Version  int    `json:"version"`
 	Mode     Mode   `json:"mode"`
 	Hostname string `json:"hostname"`
-	// Root names the root disk by its virtio serial, never by probe order (/dev/vda).
+	// Root names the root disk by its virtio serial where the VMM sets one (QEMU), by its
+	// position among the virtio disks where it cannot (Firecracker).
 	Root    Disk     `json:"root"`
 	Cmd     []string `json:"cmd,omitempty"`
 	Env     []string `json:"env,omitempty"`
@@ -89,11 +114,18 @@ type Network struct {
 	DNS     []string `json:"dns,omitempty"`
 }
 
-// Disk identifies a block device and how to mount it.
+// Disk identifies a virtio block device and how to mount it.
 type Disk struct {
-	Serial string `json:"serial"`
+	// Serial is the disk's virtio serial (at most 20 bytes); when set, Index is ignored.
+	Serial string `json:"serial,omitempty"`
+	// Index is the disk's 0-based position among the guest's virtio block disks, in the
+	// order the VMM attaches them (vda, vdb, ...); used when Serial is empty.
+	Index  int    `json:"index"`
 	FSType string `json:"fstype"`
 }
+
+// MaxSerial is the longest virtio-blk serial (VIRTIO_BLK_ID_BYTES).
+const MaxSerial = 20
 
 // Validate reports the first field that is wrong, by its JSON name.
 func (c *Config) Validate() error {
@@ -109,9 +141,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: mode: %q is neither %q nor %q", c.Mode, ModeApp, ModeSystem)
 	}
-	if c.Root.Serial == "" || len(c.Root.Serial) > 20 {
-		// virtio-blk serials are at most 20 bytes.
-		return fmt.Errorf("config: root.serial: %q must be 1-20 bytes", c.Root.Serial)
+	if len(c.Root.Serial) > MaxSerial {
+		return fmt.Errorf("config: root.serial: %q is longer than %d bytes", c.Root.Serial, MaxSerial)
+	}
+	if c.Root.Serial == "" && c.Root.Index < 0 {
+		return fmt.Errorf("config: root.index: %d is negative", c.Root.Index)
 	}
 	if c.Root.FSType == "" {
 		return errors.New("config: root.fstype: empty")
@@ -180,6 +214,15 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// Load reads and parses the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data)
 }
 
 // Marshal validates and encodes a config.

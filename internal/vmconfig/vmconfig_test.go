@@ -1,6 +1,7 @@
 package vmconfig
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -26,12 +27,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+func TestRootDiskBySerialOrIndex(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want Disk
+	}{
+		{`{"serial":"root","fstype":"ext4"}`, Disk{Serial: "root", FSType: "ext4"}},
+		{`{"serial":"12345678901234567890","fstype":"ext4"}`, Disk{Serial: "12345678901234567890", FSType: "ext4"}},
+		{`{"index":1,"fstype":"ext4"}`, Disk{Index: 1, FSType: "ext4"}},
+		{`{"fstype":"ext4"}`, Disk{FSType: "ext4"}},
+	} {
+		c, err := Parse([]byte(`{"version":1,"mode":"app","cmd":["true"],"root":` + tc.json + `}`))
+		if err != nil || c.Root != tc.want {
+			t.Errorf("%s: got %+v %v, want %+v", tc.json, c, err, tc.want)
+		}
+	}
+}
+
 func TestParseNamesTheBadField(t *testing.T) {
 	for name, tc := range map[string]struct{ json, want string }{
 		"version":  {`{"version":2,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "version 2"},
 		"mode":     {`{"version":1,"mode":"vm","root":{"serial":"root","fstype":"ext4"},"cmd":["true"]}`, "mode"},
 		"cmd":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"}}`, "cmd"},
-		"serial":   {`{"version":1,"mode":"app","root":{"serial":"","fstype":"ext4"},"cmd":["true"]}`, "root.serial"},
+		"serial":   {`{"version":1,"mode":"app","root":{"serial":"123456789012345678901","fstype":"ext4"},"cmd":["true"]}`, "root.serial"},
+		"index":    {`{"version":1,"mode":"app","root":{"index":-1,"fstype":"ext4"},"cmd":["true"]}`, "root.index"},
 		"fstype":   {`{"version":1,"mode":"app","root":{"serial":"root"},"cmd":["true"]}`, "root.fstype"},
 		"env":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"env":["NOEQUALS"]}`, "env"},
 		"workdir":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"workdir":"rel"}`, "workdir"},
@@ -70,4 +89,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("marshalled config does not parse: %v", err)
 		}
 	})
+}
+
+func TestLoadNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(dir + "/missing.json"); err == nil || !strings.Contains(err.Error(), "missing.json") {
+		t.Fatalf("got %v", err)
+	}
+	c := valid()
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/config.json", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(dir + "/config.json"); err != nil || got.Hostname != "vm" {
+		t.Fatalf("got %+v %v", got, err)
+	}
 }

@@ -90,3 +90,15 @@ func TestSystemModeHandsPID1ToTheImagesInit(t *testing.T) {
 		t.Fatalf("--system with a command: %s", r)
 	}
 }
+
+// TestGuestNoNewPrivsOnEveryExec: no_new_privs is per thread, so init must set it on the
+// thread that forks each workload, every time (an exec inherits the VM's --user).
+func TestGuestNoNewPrivsOnEveryExec(t *testing.T) {
+	id := detached(t, "--user", "nobody", "--", "sh", "-c", "echo ready; exec sleep 300")
+	waitForOutput(t, id, "ready")
+	for i := 0; i < 20; i++ {
+		if r := firegopher(t, "exec", id, "--", "grep", "NoNewPrivs", "/proc/self/status"); r.code != 0 || string(r.stdout) != "NoNewPrivs:\t1\n" {
+			t.Fatalf("exec %d of 20:\n%s", i+1, r)
+		}
+	}
+}

@@ -1,0 +1,264 @@
+//go:build linux
+
+package guest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/vmconfig"
+)
+
+// Session is the guest's side of the control protocol: it greets the host, runs the
+// config's workload and the host's extra commands (exec) with their output on the channel,
+// passes signals on, and reports the workload's exit. firegopher-init runs one as the VM's
+// PID 1; a fake guest (host-side tests without a VM) runs one as an ordinary process.
+type Session struct {
+	// Init makes the session the VM's PID 1: one reap loop collects every orphan, and the
+	// main workload's end takes every other process in the VM with it (SIGTERM, Grace,
+	// SIGKILL, until none is left). Otherwise each process is waited for by pid and what a
+	// command leaves behind is killed by process group. Set it before Serve.
+	Init bool
+	// Grace is how long leftovers of a workload get between SIGTERM and SIGKILL.
+	Grace time.Duration
+	// AckTimeout bounds Report's wait for the host's Ack.
+	AckTimeout time.Duration
+
+	ctl *agent.Conn
+	cfg *vmconfig.Config
+	log *slog.Logger
+
+	serve      sync.Once
+	acked      chan struct{}
+	hostGone   chan struct{}
+	reaperOnce sync.Once
+	reaper     *Reaper
+
+	mu      sync.Mutex // guards streams and root: the reader adds streams while execs run
+	streams map[uint32]chan unix.Signal
+	root    string
+}
+
+// NewSession prepares a session over ctl. cfg may be nil (a boot that failed before reading
+// it): such a session can greet and report, and refuses execs.
+func NewSession(ctl io.ReadWriter, cfg *vmconfig.Config, log *slog.Logger) *Session {
+	return &Session{
+		Grace:      5 * time.Second,
+		AckTimeout: 10 * time.Second,
+		ctl:        agent.NewConn(ctl),
+		cfg:        cfg,
+		log:        log,
+		acked:      make(chan struct{}),
+		hostGone:   make(chan struct{}),
+		// The main stream's queue exists from the start: a stop asked for before the
+		// workload starts reaches it as soon as it does.
+		streams: map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)},
+		root:    "/",
+	}
+}
+
+// Hello sends the first frame: the guest is up and the channel works.
+func (s *Session) Hello() error {
+	return s.ctl.Send(agent.KindHello, agent.MainStream, nil)
+}
+
+// Serve starts reading the host's frames in the background: the Ack of the exit, signals,
+// execs. Only the last owner of the channel may read it (init's stage 1 never does: a
+// frame read there would be lost in the re-exec). Calling it again does nothing.
+func (s *Session) Serve() {
+	s.serve.Do(func() { go s.readHost() })
+}
+
+func (s *Session) readHost() {
+	defer close(s.hostGone)
+	var ackOnce sync.Once
+	for {
+		f, err := s.ctl.Receive()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Warn("control channel", "error", err)
+			}
+			return
+		}
+		switch f.Kind {
+		case agent.KindAck:
+			if f.Stream == agent.MainStream {
+				ackOnce.Do(func() { close(s.acked) })
+			}
+		case agent.KindSignal:
+			if len(f.Payload) == 1 {
+				s.signal(f.Stream, unix.Signal(f.Payload[0]))
+			}
+		case agent.KindExec:
+			var e agent.Exec
+			err := f.Decode(&e)
+			if err == nil && len(e.Argv) == 0 {
+				err = errors.New("empty argv")
+			}
+			if err == nil && s.cfg == nil {
+				err = errors.New("the guest has no config")
+			}
+			if err != nil {
+				s.send(agent.KindExit, f.Stream, agent.Exit{Code: 125, Error: fmt.Sprintf("bad exec request: %v", err)})
+				continue
+			}
+			s.openStream(f.Stream)
+			go s.exec(f.Stream, e)
+		default:
+			s.log.Warn("control channel: unexpected frame", "kind", f.Kind, "stream", f.Stream)
+		}
+	}
+}
+
+// RunMain runs the config's command as the main workload and returns how it ended. root
+// is where the image's /etc/passwd and /etc/group are ("/" in the guest).
+func (s *Session) RunMain(root string) agent.Exit {
+	if s.cfg == nil || len(s.cfg.Cmd) == 0 {
+		return agent.Exit{Code: 125, Error: "run workload: the config has no command"}
+	}
+	s.mu.Lock()
+	s.root = root
+	s.mu.Unlock()
+	w, err := s.workload(agent.MainStream, s.cfg.Cmd, s.cfg.Env, s.cfg.WorkDir, s.cfg.User)
+	if err != nil {
+		return agent.Exit{Code: 125, Error: "prepare workload: " + err.Error()}
+	}
+	if s.Init {
+		w.KillRest, w.WaitAllGone = KillAllButInit, true
+	}
+	return w.Run()
+}
+
+// Stop asks the main workload to end: SIGTERM to its process (queued if it has not started
+// yet). Its end is the VM's end, leftovers get the usual Grace.
+func (s *Session) Stop() { s.Signal(unix.SIGTERM) }
+
+// Signal passes sig to the main workload's process.
+func (s *Session) Signal(sig unix.Signal) { s.signal(agent.MainStream, sig) }
+
+func (s *Session) signal(stream uint32, sig unix.Signal) {
+	s.mu.Lock()
+	ch := s.streams[stream]
+	s.mu.Unlock()
+	select {
+	case ch <- sig: // a nil ch (no such stream) never takes it
+	default: // its queue is full: the process is not reading signals any more
+	}
+}
+
+// Report sends the main workload's exit and waits, at most AckTimeout, until the host has
+// acknowledged it; after that the guest may end (reboot) without losing anything.
+func (s *Session) Report(e agent.Exit) {
+	if e.Error != "" {
+		s.log.Error("reporting a failure", "code", e.Code, "error", e.Error)
+	}
+	if err := s.ctl.SendJSON(agent.KindExit, agent.MainStream, e); err != nil {
+		s.log.Error("report exit status", "error", err)
+		return
+	}
+	s.Serve() // a boot that failed early has nothing reading the channel yet
+	t := time.NewTimer(s.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-s.acked:
+	case <-s.hostGone:
+		s.log.Error("control channel closed before the host acknowledged the exit status")
+	case <-t.C:
+		s.log.Error("host did not acknowledge the exit status", "waited", s.AckTimeout)
+	}
+}
+
+// exec runs an extra command beside the workload on its own stream.
+func (s *Session) exec(stream uint32, e agent.Exec) {
+	env := append(append([]string(nil), s.cfg.Env...), e.Env...)
+	user := e.User
+	if user == "" {
+		user = s.cfg.User
+	}
+	w, err := s.workload(stream, e.Argv, env, e.WorkDir, user)
+	var exit agent.Exit
+	if err != nil {
+		exit = agent.Exit{Code: 125, Error: err.Error()}
+	} else {
+		exit = w.Run()
+	}
+	s.mu.Lock()
+	delete(s.streams, stream)
+	s.mu.Unlock()
+	s.send(agent.KindExit, stream, exit)
+}
+
+func (s *Session) openStream(stream uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[stream] = make(chan unix.Signal, 8)
+}
+
+func (s *Session) send(kind agent.Kind, stream uint32, v any) {
+	if err := s.ctl.SendJSON(kind, stream, v); err != nil {
+		s.log.Error("control channel: send", "kind", kind, "stream", stream, "error", err)
+	}
+}
+
+// workload prepares a command with its user, environment and working directory, its output
+// on stream; it is cleaned up by process group (the main workload's caller widens that).
+func (s *Session) workload(stream uint32, argv, env []string, dir, user string) (*Workload, error) {
+	s.mu.Lock()
+	root, signals := s.root, s.streams[stream]
+	s.mu.Unlock()
+	w := &Workload{
+		Argv:     argv,
+		Env:      append([]string(nil), env...),
+		Dir:      dir,
+		Stdout:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStdout, Stream: stream},
+		Stderr:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStderr, Stream: stream},
+		Reaper:   s.reaperIfInit(),
+		Signals:  signals,
+		Grace:    s.Grace,
+		KillRest: KillGroup,
+	}
+	home := "/root"
+	if user != "" {
+		u, err := LookupUser(root, user)
+		if err != nil {
+			return nil, err
+		}
+		// A workload given a user must not regain what it dropped.
+		w.Cred, home, w.NoNewPrivs = &u.Cred, u.Home, true
+		if u.Name != "" {
+			w.Env = withDefault(w.Env, "USER", u.Name)
+		}
+	}
+	w.Env = withDefault(w.Env, "HOME", home)
+	w.Env = withDefault(w.Env, "HOSTNAME", s.cfg.Hostname)
+	if w.Dir == "" {
+		w.Dir = "/"
+	}
+	return w, nil
+}
+
+// reaperIfInit is PID 1's reap loop, started with the first process; nil outside a VM.
+func (s *Session) reaperIfInit() *Reaper {
+	if !s.Init {
+		return nil
+	}
+	s.reaperOnce.Do(func() { s.reaper = NewReaper() })
+	return s.reaper
+}
+
+func withDefault(env []string, key, value string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return env
+		}
+	}
+	return append(env, key+"="+value)
+}
