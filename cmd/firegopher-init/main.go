@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/guest"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 )
@@ -136,7 +137,7 @@ func (b *boot) must(step string, err error) {
 		return
 	}
 	log.Error("boot failed", "step", step, "error", err)
-	b.finish(agent.Exit{Code: 125, Error: fmt.Sprintf("%s: %v", step, err)})
+	b.finish(agent.Exit{Code: exitcode.FiregopherError, Error: fmt.Sprintf("%s: %v", step, err)})
 }
 
 func (b *boot) recoverPanic() {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 )
 
@@ -107,7 +108,7 @@ func (s *Session) readHost() {
 				err = errors.New("the guest has no config")
 			}
 			if err != nil {
-				s.send(agent.KindExit, f.Stream, agent.Exit{Code: 125, Error: fmt.Sprintf("bad exec request: %v", err)})
+				s.send(agent.KindExit, f.Stream, agent.Exit{Code: exitcode.FiregopherError, Error: fmt.Sprintf("bad exec request: %v", err)})
 				continue
 			}
 			s.openStream(f.Stream)
@@ -122,14 +123,14 @@ func (s *Session) readHost() {
 // is where the image's /etc/passwd and /etc/group are ("/" in the guest).
 func (s *Session) RunMain(root string) agent.Exit {
 	if s.cfg == nil || len(s.cfg.Cmd) == 0 {
-		return agent.Exit{Code: 125, Error: "run workload: the config has no command"}
+		return agent.Exit{Code: exitcode.FiregopherError, Error: "run workload: the config has no command"}
 	}
 	s.mu.Lock()
 	s.root = root
 	s.mu.Unlock()
 	w, err := s.workload(agent.MainStream, s.cfg.Cmd, s.cfg.Env, s.cfg.WorkDir, s.cfg.User)
 	if err != nil {
-		return agent.Exit{Code: 125, Error: "prepare workload: " + err.Error()}
+		return agent.Exit{Code: exitcode.FiregopherError, Error: "prepare workload: " + err.Error()}
 	}
 	if s.Init {
 		w.KillRest, w.WaitAllGone = KillAllButInit, true
@@ -186,7 +187,7 @@ func (s *Session) exec(stream uint32, e agent.Exec) {
 	w, err := s.workload(stream, e.Argv, env, e.WorkDir, user)
 	var exit agent.Exit
 	if err != nil {
-		exit = agent.Exit{Code: 125, Error: err.Error()}
+		exit = agent.Exit{Code: exitcode.FiregopherError, Error: err.Error()}
 	} else {
 		exit = w.Run()
 	}

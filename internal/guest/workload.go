@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/exitcode"
 )
 
 // DefaultPath is the workload's PATH when neither the image nor the user set one.
@@ -66,17 +67,17 @@ func (w *Workload) Run() agent.Exit {
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return failed(126, "pipe: %v", err)
+		return failed(exitcode.CannotExecute, "pipe: %v", err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return failed(126, "pipe: %v", err)
+		return failed(exitcode.CannotExecute, "pipe: %v", err)
 	}
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
-		return failed(126, "open %s: %v", os.DevNull, err)
+		return failed(exitcode.CannotExecute, "open %s: %v", os.DevNull, err)
 	}
 	pid, status, err := w.start(path, &os.ProcAttr{
 		Dir:   w.Dir,
@@ -91,9 +92,9 @@ func (w *Workload) Run() agent.Exit {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		code := 126
+		code := exitcode.CannotExecute
 		if os.IsNotExist(err) {
-			code = 127
+			code = exitcode.NotFound
 		}
 		e := failed(code, "%s: %v", w.Argv[0], err)
 		fmt.Fprintf(w.Stderr, "firegopher: %s\n", e.Error)
@@ -188,7 +189,7 @@ func (w *Workload) terminateRest(mainPid int) {
 
 func exitOf(st unix.WaitStatus) agent.Exit {
 	if st.Signaled() {
-		return agent.Exit{Code: 128 + int(st.Signal()), Signal: int(st.Signal())}
+		return agent.Exit{Code: exitcode.Signaled(int(st.Signal())), Signal: int(st.Signal())}
 	}
 	return agent.Exit{Code: st.ExitStatus()}
 }
@@ -253,7 +254,7 @@ func lookPath(argv0 string, env []string, dir string) (string, agent.Exit, bool)
 		sawNonExec = c
 	}
 	if sawNonExec != "" {
-		return "", failed(126, "%s: permission denied", sawNonExec), false
+		return "", failed(exitcode.CannotExecute, "%s: permission denied", sawNonExec), false
 	}
-	return "", failed(127, "%s: command not found", argv0), false
+	return "", failed(exitcode.NotFound, "%s: command not found", argv0), false
 }

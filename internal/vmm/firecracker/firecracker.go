@@ -105,7 +105,7 @@ func ControlPath(spec vmm.Spec) string {
 func (b *Backend) Cmdline(spec vmm.Spec) string {
 	parts := []string{spec.Cmdline, "reboot=k pci=off i8042.noaux i8042.nomux i8042.dumbkbd"}
 	if !spec.NoControl {
-		parts = append(parts, fmt.Sprintf("%s=vsock:%d", vmconfig.ControlParam, ControlVsockPort))
+		parts = append(parts, vmconfig.VsockControlArg(ControlVsockPort))
 	}
 	return strings.TrimSpace(strings.Join(parts, " "))
 }

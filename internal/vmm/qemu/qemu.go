@@ -130,7 +130,7 @@ func (b *Backend) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true} }
 func (b *Backend) Cmdline(spec vmm.Spec) string {
 	parts := []string{spec.Cmdline, "reboot=k"}
 	if !spec.NoControl {
-		parts = append(parts, vmconfig.ControlParam+"=virtio-serial:"+vmconfig.ControlPortName)
+		parts = append(parts, vmconfig.VirtioSerialControlArg(vmconfig.ControlPortName))
 	}
 	return strings.TrimSpace(strings.Join(parts, " "))
 }
