@@ -47,7 +47,7 @@ func Build(ctx context.Context, r Recipe, workDir, out string, log *slog.Logger)
 	defer func() {
 		// Only logged: a leftover temp dir is no reason to throw away a good image.
 		if err := removeTree(tmp, log); err != nil {
-			log.Error("could not remove the bootstrap tree", "dir", tmp, "err", err)
+			log.Error("could not remove the bootstrap tree", "dir", tmp, "error", err)
 		}
 	}()
 
@@ -223,7 +223,7 @@ func removeTree(dir string, log *slog.Logger) error {
 	for _, m := range mounts {
 		// Lazy, deepest first; a child already gone with its parent's detach is fine.
 		err := unix.Unmount(m, unix.MNT_DETACH)
-		log.Warn("unmounting what mmdebstrap left in its tree", "path", m, "err", err)
+		log.Warn("unmounting what mmdebstrap left in its tree", "path", m, "error", err)
 	}
 	if mounts, err = mountsUnder(dir); err != nil {
 		return err
