@@ -161,18 +161,31 @@ func (s *Session) Report(e agent.Exit) {
 	if e.Error != "" {
 		s.log.Error("reporting a failure", "code", e.Code, "error", e.Error)
 	}
-	if err := s.ctl.SendJSON(agent.KindExit, agent.MainStream, e); err != nil {
-		s.log.Error("report exit status", "error", err)
+	// The send runs aside: with its host gone a virtio-serial write blocks for ever (the
+	// port waits for the host to reconnect), and the VM must still end.
+	sent := make(chan error, 1)
+	go func() { sent <- s.ctl.SendJSON(agent.KindExit, agent.MainStream, e) }()
+	s.Serve() // a boot that failed early has nothing reading the channel yet
+	deadline := time.NewTimer(s.AckTimeout)
+	defer deadline.Stop()
+	select {
+	case err := <-sent:
+		if err != nil {
+			s.log.Error("report exit status", "error", err)
+			return
+		}
+	case <-s.hostGone:
+		s.log.Error("control channel closed before the exit status was sent")
+		return
+	case <-deadline.C:
+		s.log.Error("could not send the exit status", "waited", s.AckTimeout)
 		return
 	}
-	s.Serve() // a boot that failed early has nothing reading the channel yet
-	t := time.NewTimer(s.AckTimeout)
-	defer t.Stop()
 	select {
 	case <-s.acked:
 	case <-s.hostGone:
 		s.log.Error("control channel closed before the host acknowledged the exit status")
-	case <-t.C:
+	case <-deadline.C:
 		s.log.Error("host did not acknowledge the exit status", "waited", s.AckTimeout)
 	}
 }

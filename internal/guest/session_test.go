@@ -212,3 +212,21 @@ func TestSessionReportEndsWhenTheHostIsGone(t *testing.T) {
 	h.close()
 	<-reported
 }
+
+// blockedChannel is a virtio-serial port whose host went away: reads wait, writes block.
+type blockedChannel struct{ never chan struct{} }
+
+func (b blockedChannel) Read([]byte) (int, error)  { <-b.never; return 0, nil }
+func (b blockedChannel) Write([]byte) (int, error) { <-b.never; return 0, nil }
+
+func TestSessionReportEndsWhenWritesBlock(t *testing.T) {
+	s := NewSession(blockedChannel{make(chan struct{})}, nil, slog.New(slog.DiscardHandler))
+	s.AckTimeout = 200 * time.Millisecond
+	done := make(chan struct{})
+	go func() { s.Report(agent.Exit{Code: 3}); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Report blocked on a channel that does not take writes: the VM would never end")
+	}
+}
