@@ -46,16 +46,3 @@ func TestGCIsScopedToItsStateDir(t *testing.T) {
 		t.Fatalf("ps after the other gc:\n%s", r)
 	}
 }
-
-// TestNoNewPrivsOnEveryWorkload: no-new-privileges is set on the thread that forks the
-// workload, so every process started with --user has it, whichever thread init used.
-func TestNoNewPrivsOnEveryWorkload(t *testing.T) {
-	id := detached(t, "--user", "nobody", "--", "sh", "-c", "echo ready; exec sleep 300")
-	waitForOutput(t, id, "ready")
-	for i := 0; i < 20; i++ {
-		r := firegopher(t, "exec", id, "--", "grep", "NoNewPrivs", "/proc/self/status")
-		if r.code != 0 || string(r.stdout) != "NoNewPrivs:\t1\n" {
-			t.Fatalf("exec %d of 20: %s", i+1, r)
-		}
-	}
-}
