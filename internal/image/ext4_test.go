@@ -297,3 +297,148 @@ func TestMakeExt4Cancelled(t *testing.T) {
 		t.Fatalf("image left behind: %v", err)
 	}
 }
+
+// superblock returns `dumpe2fs -h` of an image.
+func superblock(t *testing.T, img string) string {
+	t.Helper()
+	bin, err := lookTool("dumpe2fs")
+	if err != nil {
+		t.Fatal("dumpe2fs not found: install the Debian package e2fsprogs")
+	}
+	out, err := exec.Command(bin, "-h", img).Output()
+	if err != nil {
+		t.Fatalf("dumpe2fs -h %s: %v", img, err)
+	}
+	return string(out)
+}
+
+// sbField reads one "Name:   value" line of dumpe2fs -h.
+func sbField(t *testing.T, sb, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `:\s*(.*)$`).FindStringSubmatch(sb)
+	if m == nil {
+		t.Fatalf("dumpe2fs -h has no %q line:\n%s", name, sb)
+	}
+	return strings.TrimSpace(m[1])
+}
+
+func fsckClean(t *testing.T, img string) {
+	t.Helper()
+	bin, err := lookTool("e2fsck")
+	if err != nil {
+		t.Fatal("e2fsck not found: install the Debian package e2fsprogs")
+	}
+	if out, err := exec.Command(bin, "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck -fn %s: %v\n%s", img, err, out)
+	}
+}
+
+func TestMakeExt4WithFeatureSets(t *testing.T) {
+	needTools(t, "mkfs.ext4", "debugfs")
+	src := t.TempDir()
+	write(t, filepath.Join(src, "etc/hello"), []byte("hi\n"), 0o644)
+	tests := []struct {
+		features Ext4Features
+		want     string // dumpe2fs order
+	}{
+		{FeaturesUbuntu2204, "has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize metadata_csum"},
+		{FeaturesLegacy, "has_journal ext_attr resize_inode dir_index filetype extent flex_bg sparse_super large_file huge_file uninit_bg dir_nlink extra_isize"},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.features), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "rootfs.ext4")
+			must(t, MakeExt4With(context.Background(), src, img, Ext4Options{Size: 64 * mib, Features: tt.features}))
+			sb := superblock(t, img)
+			if got := sbField(t, sb, "Filesystem features"); got != tt.want {
+				t.Errorf("features\n got %s\nwant %s", got, tt.want)
+			}
+			if got := sbField(t, sb, "Inode size"); got != "256" {
+				t.Errorf("inode size %s, want 256", got)
+			}
+			if got := sbField(t, sb, "Block size"); got != "4096" {
+				t.Errorf("block size %s, want 4096", got)
+			}
+			for _, never := range []string{"orphan_file", "metadata_csum_seed"} {
+				if strings.Contains(sb, never) {
+					t.Errorf("%s enabled", never)
+				}
+			}
+			if got := string(catImage(t, img, "/etc/hello")); got != "hi\n" {
+				t.Errorf("/etc/hello holds %q", got)
+			}
+			fsckClean(t, img)
+		})
+	}
+}
+
+// The host set is whatever mke2fs.conf says: the options must not add or remove anything.
+func TestMakeExt4KeepsHostFeaturesByDefault(t *testing.T) {
+	needTools(t, "mkfs.ext4", "debugfs")
+	src := t.TempDir()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.ext4"), filepath.Join(dir, "b.ext4")
+	must(t, MakeExt4(context.Background(), src, a, 64*mib))
+	must(t, MakeExt4With(context.Background(), src, b, Ext4Options{Size: 64 * mib, Features: FeaturesHost}))
+	plain := filepath.Join(dir, "plain.ext4")
+	must(t, os.WriteFile(plain, nil, 0o644))
+	must(t, os.Truncate(plain, 64*mib))
+	mkfs, _ := lookTool("mkfs.ext4")
+	if out, err := exec.Command(mkfs, "-q", "-F", plain).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	want := sbField(t, superblock(t, plain), "Filesystem features")
+	for _, img := range []string{a, b} {
+		if got := sbField(t, superblock(t, img), "Filesystem features"); got != want {
+			t.Errorf("%s features\n got %s\nwant %s (plain mkfs.ext4)", filepath.Base(img), got, want)
+		}
+	}
+}
+
+func TestMakeExt4KernelTestingSizeIsSparse(t *testing.T) {
+	needTools(t, "mkfs.ext4", "debugfs")
+	src := t.TempDir()
+	write(t, filepath.Join(src, "etc/hostname"), []byte("vm\n"), 0o644)
+	img := filepath.Join(t.TempDir(), "rootfs.ext4")
+	must(t, MakeExt4With(context.Background(), src, img, Ext4Options{Size: KernelTestingSize, Features: FeaturesLegacy}))
+	var st unix.Stat_t
+	must(t, unix.Stat(img, &st))
+	if st.Size != 5<<30 {
+		t.Errorf("image is %d bytes, want 5 GiB", st.Size)
+	}
+	// Metadata and the 64 MiB journal are written; the rest stays a hole.
+	if st.Blocks*512 > 160*mib {
+		t.Errorf("image allocates %d MiB of 5 GiB: not sparse", st.Blocks*512/mib)
+	}
+	sb := superblock(t, img)
+	if got := sbField(t, sb, "Block count"); got != "1310720" {
+		t.Errorf("block count %s, want 1310720", got)
+	}
+	// mke2fs's default density (one inode per 16 KiB), as kernel-testing's images get.
+	if got := sbField(t, sb, "Inode count"); got != "327680" {
+		t.Errorf("inode count %s, want 327680", got)
+	}
+	fsckClean(t, img)
+}
+
+func TestMakeExt4WithRejectsBadOptions(t *testing.T) {
+	for _, o := range []Ext4Options{{Features: "ext5"}, {Size: -1}} {
+		img := filepath.Join(t.TempDir(), "rootfs.ext4")
+		if err := MakeExt4With(context.Background(), t.TempDir(), img, o); err == nil {
+			t.Errorf("%+v: no error", o)
+		}
+		if _, err := os.Lstat(img); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%+v: image left behind", o)
+		}
+	}
+}
+
+func TestParseExt4Features(t *testing.T) {
+	for in, want := range map[string]Ext4Features{"": FeaturesHost, "host": FeaturesHost, "ubuntu-22.04": FeaturesUbuntu2204, "legacy": FeaturesLegacy} {
+		if got, err := ParseExt4Features(in); err != nil || got != want {
+			t.Errorf("ParseExt4Features(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseExt4Features("Legacy"); err == nil || !strings.Contains(err.Error(), "ubuntu-22.04") {
+		t.Errorf("unknown name: err = %v, want one listing the choices", err)
+	}
+}
