@@ -46,6 +46,17 @@ const (
 type Backend struct {
 	Path  string // qemu-system-x86_64
 	Accel Accel
+	// tscArgs tell a TCG microvm guest the host's TSC rate (see tsc.go); measured on first
+	// use when empty, since only microvm guests need it.
+	tscArgs string
+}
+
+func (b *Backend) microvmTSC() string {
+	if b.tscArgs == "" {
+		// Only non-x86 hosts fail to measure; there is no TSC to tell about.
+		b.tscArgs, _ = MicrovmTCGCmdline()
+	}
+	return b.tscArgs
 }
 
 // New finds QEMU and picks the accelerator: accel "" probes, "kvm"/"tcg" force one. A
@@ -126,9 +137,13 @@ func (b *Backend) Name() string { return "qemu-" + string(b.Accel) }
 func (b *Backend) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true} }
 
 // Cmdline is the kernel command line QEMU boots spec with: the caller's part, then the
-// control transport init must open and reboot=k (a guest reboot ends QEMU: -no-reboot).
+// control transport init must open and reboot=k (a guest reboot ends QEMU: -no-reboot), and
+// on a TCG microvm the host's TSC rate (without it the guest hangs at boot now and then).
 func (b *Backend) Cmdline(spec vmm.Spec) string {
 	parts := []string{spec.Cmdline, "reboot=k"}
+	if spec.MMIO && b.Accel == AccelTCG {
+		parts = append(parts, b.microvmTSC())
+	}
 	if !spec.NoControl {
 		parts = append(parts, vmconfig.VirtioSerialControlArg(vmconfig.ControlPortName))
 	}
@@ -137,10 +152,11 @@ func (b *Backend) Cmdline(spec vmm.Spec) string {
 
 // Args is the QEMU command line for spec; exported for tests.
 func (b *Backend) Args(spec vmm.Spec) []string {
-	// microvm has no PCI bus: its devices are virtio-mmio ("-device" suffix).
+	// microvm has no PCI bus: its devices are virtio-mmio ("-device" suffix), which is
+	// also the transport of guests whose own initrd loads only virtio_mmio.
 	machine, bus := "q35,accel=tcg", "pci"
-	if b.Accel == AccelKVM {
-		machine, bus = "microvm,accel=kvm,acpi=on", "device"
+	if b.Accel == AccelKVM || spec.MMIO {
+		machine, bus = "microvm,accel="+string(b.Accel)+",acpi=on", "device"
 	}
 	args := []string{
 		"-name", "firegopher-" + spec.ID,

@@ -74,3 +74,15 @@ func TestArgsWithoutControlChannel(t *testing.T) {
 		t.Fatalf("%s", args)
 	}
 }
+
+func TestArgsMMIOUnderTCGUsesMicrovmWithTheTSCRate(t *testing.T) {
+	b := &Backend{Accel: AccelTCG, tscArgs: "tsc_early_khz=2200000 tsc=reliable"}
+	args := strings.Join(b.Args(vmm.Spec{ID: "a", Dir: "/run/vm", CPUs: 1, MemoryMiB: 256, NoControl: true, MMIO: true,
+		Cmdline: "rw console=ttyS0", Disks: []vmm.Disk{{Path: "/d"}}, NICs: []vmm.NIC{{TAP: "tap0", MAC: "02:fc:00:00:00:01"}}}), " ")
+	for _, want := range []string{"-machine microvm,accel=tcg,acpi=on", "virtio-blk-device,drive=disk0", "virtio-net-device,netdev=net0",
+		"rw console=ttyS0 reboot=k tsc_early_khz=2200000 tsc=reliable"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args lack %q:\n%s", want, args)
+		}
+	}
+}
