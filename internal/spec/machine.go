@@ -160,7 +160,7 @@ func (m *Machine) Validate() error {
 		}
 	}
 	if a := m.Assets; a != nil {
-		if a.Kernel == "" || a.Rootfs == "" || a.Init == "" {
+		if a.Kernel == "" || a.Rootfs == "" || (a.Init == "" && m.Mode != ModeForeign) {
 			return fmt.Errorf("assets: kernel %q, rootfs %q and init %q must all be set", a.Kernel, a.Rootfs, a.Init)
 		}
 	}

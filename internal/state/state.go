@@ -48,6 +48,9 @@ type VM struct {
 	SupervisorPID int      `json:"supervisor_pid,omitempty"`
 	VMMPID        int      `json:"vmm_pid,omitempty"`
 	Network       *Network `json:"network,omitempty"`
+	// HostKeys are the public SSH host keys written into a foreign guest's disk before its
+	// first boot, in authorized_keys format: what `ssh` to it must see.
+	HostKeys []string `json:"host_keys,omitempty"`
 }
 
 // Network is a VM's share of the host network: enough to find it and to undo it.

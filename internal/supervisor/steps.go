@@ -23,6 +23,7 @@ type Steps []Step
 // replace or remove steps by these names.
 const (
 	StepCloneRootfs     = "clone-rootfs"
+	StepPrepareDisk     = "prepare-disk"
 	StepRecordNetwork   = "record-network"
 	StepPrepareHost     = "prepare-host"
 	StepAllocateAddress = "allocate-address"
@@ -40,6 +41,8 @@ const (
 func DefaultSteps() Steps {
 	return Steps{
 		{Name: StepCloneRootfs, Do: cloneRootfs, Undo: removeFile(DiskFile)},
+		// Edits of the never-booted clone for a foreign guest; removing the clone undoes them.
+		{Name: StepPrepareDisk, Do: prepareDisk, Undo: unrecordHostKeys},
 		// Recorded before anything exists: if the supervisor dies at any later point, gc
 		// finds the allocation (and through it the TAP) from the run id and slot.
 		{Name: StepRecordNetwork, Do: recordNetwork, Undo: unrecordNetwork},
