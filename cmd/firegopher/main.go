@@ -83,7 +83,8 @@ func newRootCommand() *cobra.Command {
 		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newGCCommand(g),
 		newHostCommand(g), newNetCommand(g),
 		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
-		newFirecrackerCommand(g), newImageCommand(g))
+		newFirecrackerCommand(g), newImageCommand(g),
+		newUpCommand(g), newDownCommand(g), newInventoryCommand(g), newSSHCommand(g))
 	return root
 }
 

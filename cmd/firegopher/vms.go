@@ -70,6 +70,7 @@ func lookup(g *globalFlags, ref string) (*supervisor.Host, *state.VM, error) {
 
 func newPsCommand(g *globalFlags) *cobra.Command {
 	var all, asJSON bool
+	var runID string
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List VMs (running ones; -a for all)",
@@ -89,7 +90,7 @@ func newPsCommand(g *globalFlags) *cobra.Command {
 			}
 			shown := []state.VM{}
 			for _, vm := range vms {
-				if all || vm.Status != state.Exited {
+				if (all || vm.Status != state.Exited) && (runID == "" || vm.Run == runID) {
 					shown = append(shown, vm)
 				}
 			}
@@ -101,13 +102,18 @@ func newPsCommand(g *globalFlags) *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tCREATED\tCOMMAND")
 			for _, vm := range shown {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", vm.ID, vm.Name, describeStatus(vm),
+				name := vm.Name
+				if vm.Run != "" {
+					name = vm.Run + "/" + vm.Name
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", vm.ID, name, describeStatus(vm),
 					time.Since(vm.CreatedAt).Round(time.Second), truncateCmd(commandOf(vm)))
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include VMs that have exited")
+	cmd.Flags().StringVar(&runID, "run", "", "only the machines of this run (firegopher up)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

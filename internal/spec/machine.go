@@ -17,8 +17,10 @@ type Machine struct {
 	ID   string `json:"id"`
 	Name string `json:"name,omitempty"`
 	// Run is the run (`firegopher up`) the machine belongs to; names are unique per run.
-	Run  string `json:"run,omitempty"`
-	Mode Mode   `json:"mode"`
+	Run string `json:"run,omitempty"`
+	// Group is the machine's inventory group in its run ("machines", "builders").
+	Group string `json:"group,omitempty"`
+	Mode  Mode   `json:"mode"`
 	// CPUs and Memory size the VM.
 	CPUs   int  `json:"cpus"`
 	Memory Size `json:"memory"`

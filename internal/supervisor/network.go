@@ -101,6 +101,7 @@ var (
 		case spec.DHCPEmbedded:
 			stop, err := dhcp.ServeDHCP(context.Background(), vm.Log, s.TAP, dhcp.Lease{
 				Guest: s.Guest, Host: s.Host, DNS: n.DNS, Hostname: vm.Machine.Hostname(), MTU: n.MTU, MAC: s.GuestMAC(),
+				Acked: vm.markLeased,
 			})
 			vm.net.stopDHCP = stop
 			return err
@@ -154,6 +155,7 @@ func unfirewallTAP(vm *VM) error {
 }
 
 func stopDHCP(vm *VM) error {
+	os.Remove(vm.path(LeasedFile))
 	if vm.net.stopDHCP != nil {
 		return vm.net.stopDHCP()
 	}
@@ -176,4 +178,14 @@ func (vm *VM) netRecord() *state.Network {
 		r.TAP, r.Host, r.Guest = vm.net.slot.TAP, vm.net.slot.Host.String(), vm.net.slot.Guest.String()
 	}
 	return r
+}
+
+// LeasedFile exists in a VM's directory once the embedded DHCP server has acknowledged the
+// guest's address: how `up` tells "no lease yet" from "no SSH yet".
+const LeasedFile = "dhcp.leased"
+
+func (vm *VM) markLeased() {
+	if f, err := os.OpenFile(vm.path(LeasedFile), os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		f.Close()
+	}
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/image"
 )
 
 // Kinds of pulled assets; they are also the first part of their refs in the store.
@@ -55,6 +56,9 @@ type Options struct {
 	// DiskSize is the size in bytes of the ext4 file made from a container image; 0 sizes
 	// it from the content. Images that ship their own disk file keep its size.
 	DiskSize int64
+	// Features is that ext4 file's feature set (image.FeaturesLegacy for the oldest guests);
+	// the zero value takes the host's mke2fs defaults.
+	Features image.Ext4Features
 	// Insecure lets the registry speak plain HTTP; loopback registries (localhost,
 	// 127.0.0.0/8, ::1) always may.
 	Insecure bool

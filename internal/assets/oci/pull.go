@@ -445,7 +445,7 @@ func (p *puller) storeImage(ctx context.Context, work, tree string, cfg *v1.Conf
 	} else {
 		disk = filepath.Join(work, "rootfs.ext4")
 		p.log.Info("building ext4 root filesystem", "ref", p.src.display)
-		if err := image.MakeExt4(ctx, tree, disk, p.opts.DiskSize); err != nil {
+		if err := image.MakeExt4With(ctx, tree, disk, image.Ext4Options{Size: p.opts.DiskSize, Features: p.opts.Features}); err != nil {
 			return "", err
 		}
 		// The tree is in the image now; give its space back before hashing.

@@ -40,6 +40,8 @@ type Lease struct {
 	Hostname string           // option 12, if set
 	MTU      int              // option 26 (interface MTU), if > 0
 	MAC      net.HardwareAddr // if set, other clients are ignored
+	// Acked, if set, is called after each DHCPACK is sent: the guest has its address.
+	Acked func()
 }
 
 // withDefaults fills in defaults and checks the lease; errors name the bad field.
@@ -267,4 +269,7 @@ func (r *responder) reply(conn net.PacketConn, to net.Addr, req *dhcpv4.DHCPv4, 
 		return
 	}
 	log.Debug("dhcp: replied", "reply", resp.MessageType(), "to", to, "yiaddr", resp.YourIPAddr)
+	if resp.MessageType() == dhcpv4.MessageTypeAck && r.lease.Acked != nil {
+		r.lease.Acked()
+	}
 }
