@@ -13,6 +13,9 @@ packages=(
   iproute2          # ip netns: network tests run in namespaces they create
   curl              # e2e: the host reaches guests
   docker-registry   # e2e: a real OCI registry on loopback
+  openssh-client    # firegopher ssh; Ansible's connection to run machines
+  rsync             # e2e: ansible.posix.synchronize, as kernel-testing's playbooks use it
+  ansible           # e2e: their playbooks, run against firegopher up's inventory
   dpkg apt ca-certificates make
 )
 missing=()
