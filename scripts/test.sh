@@ -11,4 +11,5 @@ go vet ./...
 go test -count=1 ./...
 go test -count=1 -run '^$' -fuzz '^FuzzParse$' -fuzztime 15s ./internal/vmconfig
 go test -count=1 -tags slow ./internal/image/
-go test -count=1 -tags e2e -timeout 20m -v ./test/e2e/
+go test -count=1 -tags e2e -timeout 10m -v ./internal/testutil/seed/
+go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/
