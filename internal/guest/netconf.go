@@ -27,7 +27,9 @@ func SetUpNetwork(root string, cfg *vmconfig.Config, dhcpTimeout time.Duration) 
 		return fmt.Errorf("bring loopback up: %w", err)
 	}
 	n := cfg.Network
-	if n != nil && n.DHCP && cfg.Mode == vmconfig.ModeApp {
+	// System mode too: like kernel-testing's initrd, the address is configured before the
+	// image's init starts (their images carry no network configuration of their own).
+	if n != nil && n.DHCP {
 		ctx, cancel := context.WithTimeout(context.Background(), dhcpTimeout)
 		leased, err := LeaseByDHCP(ctx, n)
 		cancel()

@@ -16,9 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/firegopher/firegopher/internal/testutil/seed"
 )
@@ -110,54 +108,20 @@ func nsRegistry(t *testing.T, ns string) string {
 	return "localhost:5000"
 }
 
-// seedKernelImage is a kernel image in kernel-testing's layout built from the cached
-// default kernel and Debian's busybox-static.
 func seedKernelImage(t *testing.T) v1.Image {
 	t.Helper()
-	k, err := seed.CachedDefaultKernel(filepath.Join(stateDir, "cache"), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	busybox, err := seed.StaticBusybox()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := seed.BuildInitrd(k, busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vmlinux, err := os.ReadFile(k.Vmlinux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := seed.KernelImage(vmlinux, rd.Data)
+	img, err := seed.DefaultKernelImage(filepath.Join(stateDir, "cache"), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return img
 }
 
-// rootfsImage is an ordinary container image (one layer) like kernel-testing's rootfs
-// images: Debian with systemd, sshd, python3 and rsync, bootstrapped by mmdebstrap.
 func rootfsImage(t *testing.T) v1.Image {
 	t.Helper()
-	tarPath := filepath.Join(t.TempDir(), "rootfs.tar")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=apt", "--quiet",
-		"--include=systemd,systemd-sysv,openssh-server,python3,rsync,iproute2",
-		// Their images: root login with a key, no DNS lookups by sshd.
-		`--customize-hook=echo "UseDNS no" >> "$1/etc/ssh/sshd_config"`,
-		"--customize-hook=rm -f $1/etc/machine-id && touch $1/etc/machine-id",
-		"bookworm", tarPath)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mmdebstrap: %v\n%s", err, out)
-	}
-	layer, err := tarball.LayerFromFile(tarPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	img, err := seed.RootfsImage(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
