@@ -42,7 +42,25 @@ const (
 	KindAttached Kind = 9
 	// KindStop (client → supervisor) asks for a graceful stop (payload: Stop as JSON).
 	KindStop Kind = 10
+	// KindStdin (host → guest) carries bytes for the stream's stdin; an empty payload
+	// closes it (EOF). The host sends no more than the guest's window allows.
+	KindStdin Kind = 11
+	// KindWindow (guest → host) grants more stdin: payload is a 4-byte big-endian count of
+	// bytes the guest has passed on to the process. Each stdin stream starts with
+	// StdinWindow bytes of credit, so neither side buffers more than that.
+	KindWindow Kind = 12
+	// KindResize (host → guest) sets the stream's terminal size (payload: Resize as JSON).
+	KindResize Kind = 13
 )
+
+// StdinWindow is how many stdin bytes of a stream may be in flight, unacknowledged.
+const StdinWindow = 256 << 10
+
+// Resize is a terminal's size in characters.
+type Resize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
 
 // Attached tells an attaching client how much of the output log predates its
 // subscription, so that `logs -f` prints every byte exactly once.
@@ -64,6 +82,11 @@ type Exec struct {
 	Env     []string `json:"env,omitempty"`
 	WorkDir string   `json:"workdir,omitempty"`
 	User    string   `json:"user,omitempty"`
+	// Stdin gives the command a stdin fed by KindStdin frames (else /dev/null); TTY gives
+	// it a pseudo-terminal of that size (its own session, controlling tty), resized by
+	// KindResize frames.
+	Stdin bool    `json:"stdin,omitempty"`
+	TTY   *Resize `json:"tty,omitempty"`
 }
 
 func (k Kind) String() string {
@@ -88,6 +111,12 @@ func (k Kind) String() string {
 		return "attached"
 	case KindStop:
 		return "stop"
+	case KindStdin:
+		return "stdin"
+	case KindWindow:
+		return "window"
+	case KindResize:
+		return "resize"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

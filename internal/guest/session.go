@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -44,14 +45,69 @@ type Session struct {
 	reaper     *Reaper
 
 	mu      sync.Mutex // guards streams and root: the reader adds streams while execs run
-	streams map[uint32]chan unix.Signal
+	streams map[uint32]*stream
 	root    string
+}
+
+// stream is one process's link to the host: its signals, and its stdin or terminal.
+type stream struct {
+	signals chan unix.Signal
+	stdin   *stdinPump // nil: stdin is /dev/null
+	isTTY   bool
+	pipe    *os.File // the stdin pipe's read end, for the process
+	tty     *PTY
+	size    *agent.Resize // the terminal's size asked for before it existed
+}
+
+// newStream is a stream whose stdin (if any) queues until open gives it a process end.
+func (s *Session) newStream(id uint32, stdin bool, tty *agent.Resize) *stream {
+	st := &stream{signals: make(chan unix.Signal, 8), isTTY: tty != nil, size: tty}
+	if stdin || tty != nil {
+		st.stdin = newStdinPump(tty != nil, func(n int) {
+			if err := s.ctl.Send(agent.KindWindow, id, agent.WindowPayload(n)); err != nil {
+				s.log.Debug("control channel: window", "stream", id, "error", err)
+			}
+		})
+	}
+	return st
+}
+
+// open makes the stream's stdin pipe or terminal, just before its process starts (a
+// terminal needs devpts, which the main workload's stream predates).
+func (st *stream) open() error {
+	switch {
+	case st.isTTY:
+		p, err := OpenPTY()
+		if err != nil {
+			return err
+		}
+		if st.size != nil {
+			p.Resize(st.size.Rows, st.size.Cols)
+		}
+		st.tty = p
+		st.stdin.attach(p.Master)
+	case st.stdin != nil:
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		st.pipe = r
+		st.stdin.attach(w)
+	}
+	return nil
+}
+
+// end stops feeding a stream whose process is gone.
+func (st *stream) end() {
+	if st != nil && st.stdin != nil {
+		st.stdin.stop()
+	}
 }
 
 // NewSession prepares a session over ctl. cfg may be nil (a boot that failed before reading
 // it): such a session can greet and report, and refuses execs.
 func NewSession(ctl io.ReadWriter, cfg *vmconfig.Config, log *slog.Logger) *Session {
-	return &Session{
+	s := &Session{
 		Grace:      5 * time.Second,
 		AckTimeout: 10 * time.Second,
 		ctl:        agent.NewConn(ctl),
@@ -59,11 +115,20 @@ func NewSession(ctl io.ReadWriter, cfg *vmconfig.Config, log *slog.Logger) *Sess
 		log:        log,
 		acked:      make(chan struct{}),
 		hostGone:   make(chan struct{}),
-		// The main stream's queue exists from the start: a stop asked for before the
-		// workload starts reaches it as soon as it does.
-		streams: map[uint32]chan unix.Signal{agent.MainStream: make(chan unix.Signal, 8)},
-		root:    "/",
+		root:       "/",
 	}
+	// The main stream exists from the start: a stop, stdin or a terminal size sent before
+	// the workload starts reaches it as soon as it does.
+	var stdin bool
+	var tty *agent.Resize
+	if cfg != nil {
+		stdin = cfg.Stdin
+		if cfg.TTY != nil {
+			tty = &agent.Resize{Rows: cfg.TTY.Rows, Cols: cfg.TTY.Cols}
+		}
+	}
+	s.streams = map[uint32]*stream{agent.MainStream: s.newStream(agent.MainStream, stdin, tty)}
+	return s
 }
 
 // Hello sends the first frame: the guest is up and the channel works.
@@ -111,8 +176,20 @@ func (s *Session) readHost() {
 				s.send(agent.KindExit, f.Stream, agent.Exit{Code: exitcode.FiregopherError, Error: fmt.Sprintf("bad exec request: %v", err)})
 				continue
 			}
-			s.openStream(f.Stream)
+			// Made here, before the next frame is read: its stdin may follow at once.
+			s.mu.Lock()
+			s.streams[f.Stream] = s.newStream(f.Stream, e.Stdin, e.TTY)
+			s.mu.Unlock()
 			go s.exec(f.Stream, e)
+		case agent.KindStdin:
+			if st := s.stream(f.Stream); st != nil && st.stdin != nil {
+				st.stdin.push(f.Payload)
+			}
+		case agent.KindResize:
+			var r agent.Resize
+			if f.Decode(&r) == nil {
+				s.resize(f.Stream, r)
+			}
 		default:
 			s.log.Warn("control channel: unexpected frame", "kind", f.Kind, "stream", f.Stream)
 		}
@@ -135,7 +212,9 @@ func (s *Session) RunMain(root string) agent.Exit {
 	if s.Init {
 		w.KillRest, w.WaitAllGone = KillAllButInit, true
 	}
-	return w.Run()
+	exit := w.Run()
+	s.stream(agent.MainStream).end()
+	return exit
 }
 
 // Stop asks the main workload to end: SIGTERM to its process (queued if it has not started
@@ -145,14 +224,37 @@ func (s *Session) Stop() { s.Signal(unix.SIGTERM) }
 // Signal passes sig to the main workload's process.
 func (s *Session) Signal(sig unix.Signal) { s.signal(agent.MainStream, sig) }
 
-func (s *Session) signal(stream uint32, sig unix.Signal) {
-	s.mu.Lock()
-	ch := s.streams[stream]
-	s.mu.Unlock()
+func (s *Session) signal(id uint32, sig unix.Signal) {
+	var ch chan unix.Signal
+	if st := s.stream(id); st != nil {
+		ch = st.signals
+	}
 	select {
 	case ch <- sig: // a nil ch (no such stream) never takes it
 	default: // its queue is full: the process is not reading signals any more
 	}
+}
+
+// resize sizes a stream's terminal, or remembers the size for when it exists.
+func (s *Session) resize(id uint32, r agent.Resize) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[id]
+	switch {
+	case st == nil || !st.isTTY:
+	case st.tty == nil:
+		st.size = &r
+	default:
+		if err := st.tty.Resize(r.Rows, r.Cols); err != nil {
+			s.log.Warn("resize terminal", "stream", id, "error", err)
+		}
+	}
+}
+
+func (s *Session) stream(id uint32) *stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[id]
 }
 
 // Report sends the main workload's exit and waits, at most AckTimeout, until the host has
@@ -205,15 +307,11 @@ func (s *Session) exec(stream uint32, e agent.Exec) {
 		exit = w.Run()
 	}
 	s.mu.Lock()
+	st := s.streams[stream]
 	delete(s.streams, stream)
 	s.mu.Unlock()
+	st.end()
 	s.send(agent.KindExit, stream, exit)
-}
-
-func (s *Session) openStream(stream uint32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.streams[stream] = make(chan unix.Signal, 8)
 }
 
 func (s *Session) send(kind agent.Kind, stream uint32, v any) {
@@ -224,18 +322,24 @@ func (s *Session) send(kind agent.Kind, stream uint32, v any) {
 
 // workload prepares a command with its user, environment and working directory, its output
 // on stream; it is cleaned up by process group (the main workload's caller widens that).
-func (s *Session) workload(stream uint32, argv, env []string, dir, user string) (*Workload, error) {
+func (s *Session) workload(id uint32, argv, env []string, dir, user string) (*Workload, error) {
 	s.mu.Lock()
-	root, signals := s.root, s.streams[stream]
+	root, st := s.root, s.streams[id]
+	err := st.open()
 	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	w := &Workload{
 		Argv:     argv,
 		Env:      append([]string(nil), env...),
 		Dir:      dir,
-		Stdout:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStdout, Stream: stream},
-		Stderr:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStderr, Stream: stream},
+		Stdout:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStdout, Stream: id},
+		Stderr:   agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStderr, Stream: id},
 		Reaper:   s.reaperIfInit(),
-		Signals:  signals,
+		Signals:  st.signals,
+		Stdin:    st.pipe,
+		TTY:      st.tty,
 		Grace:    s.Grace,
 		KillRest: KillGroup,
 	}

@@ -33,6 +33,12 @@ type Workload struct {
 	NoNewPrivs bool
 	Stdout     io.Writer
 	Stderr     io.Writer
+	// Stdin is the process's stdin (the read end of a pipe the session feeds); nil means
+	// /dev/null. Run closes it once the process has it.
+	Stdin *os.File
+	// TTY, if set, is the process's terminal: its stdin, stdout and stderr and its
+	// controlling tty in a session of its own; its output is read from TTY.Master into Stdout.
+	TTY *PTY
 	// Reaper starts the processes and collects their exit when the caller reaps for the
 	// whole process (PID 1, a subreaper). Nil: the process is waited for by its pid, which
 	// must not share its process with a Reaper (whose wait4(-1) would take that status).
@@ -65,33 +71,9 @@ func (w *Workload) Run() agent.Exit {
 		fmt.Fprintf(w.Stderr, "firegopher: %s\n", notRunnable.Error)
 		return notRunnable
 	}
-	outR, outW, err := os.Pipe()
+	var drained sync.WaitGroup
+	pid, status, err := w.startWithStdio(path, env, &drained)
 	if err != nil {
-		return failed(exitcode.CannotExecute, "pipe: %v", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return failed(exitcode.CannotExecute, "pipe: %v", err)
-	}
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		return failed(exitcode.CannotExecute, "open %s: %v", os.DevNull, err)
-	}
-	pid, status, err := w.start(path, &os.ProcAttr{
-		Dir:   w.Dir,
-		Env:   env,
-		Files: []*os.File{devNull, outW, errW},
-		// A session of its own: its process group is what an exec's cleanup kills.
-		Sys: &syscall.SysProcAttr{Setsid: true, Credential: w.Cred},
-	})
-	devNull.Close()
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
 		code := exitcode.CannotExecute
 		if os.IsNotExist(err) {
 			code = exitcode.NotFound
@@ -100,10 +82,6 @@ func (w *Workload) Run() agent.Exit {
 		fmt.Fprintf(w.Stderr, "firegopher: %s\n", e.Error)
 		return e
 	}
-	var drained sync.WaitGroup
-	drained.Add(2)
-	go func() { defer drained.Done(); io.Copy(w.Stdout, outR); outR.Close() }()
-	go func() { defer drained.Done(); io.Copy(w.Stderr, errR); errR.Close() }()
 
 	var exit agent.Exit
 	for done := false; !done; {
@@ -117,6 +95,62 @@ func (w *Workload) Run() agent.Exit {
 	w.terminateRest(pid)
 	waitTimeout(&drained, w.Grace)
 	return exit
+}
+
+// startWithStdio starts the process with its stdio — pipes whose output is copied to Stdout
+// and Stderr, or the terminal — and counts the copies in drained.
+func (w *Workload) startWithStdio(path string, env []string, drained *sync.WaitGroup) (int, <-chan unix.WaitStatus, error) {
+	// A session of its own: its process group is what an exec's cleanup kills.
+	sys := &syscall.SysProcAttr{Setsid: true, Credential: w.Cred}
+	attr := &os.ProcAttr{Dir: w.Dir, Env: env, Sys: sys}
+	if w.TTY != nil {
+		attr.Files = []*os.File{w.TTY.Slave, w.TTY.Slave, w.TTY.Slave}
+		sys.Setctty, sys.Ctty = true, 0
+		if w.Cred != nil {
+			// The user's own terminal, as login gives it: it may reopen /dev/tty.
+			unix.Fchown(int(w.TTY.Slave.Fd()), int(w.Cred.Uid), int(w.Cred.Gid))
+		}
+		pid, status, err := w.start(path, attr)
+		w.TTY.Slave.Close()
+		if err != nil {
+			w.TTY.Master.Close()
+			return 0, nil, err
+		}
+		drained.Add(1)
+		// EIO ends the copy once every process has closed the terminal.
+		go func() { defer drained.Done(); io.Copy(w.Stdout, w.TTY.Master); w.TTY.Master.Close() }()
+		return pid, status, nil
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return 0, nil, err
+	}
+	stdin := w.Stdin
+	if stdin == nil {
+		if stdin, err = os.Open(os.DevNull); err != nil {
+			return 0, nil, err
+		}
+	}
+	attr.Files = []*os.File{stdin, outW, errW}
+	pid, status, err := w.start(path, attr)
+	stdin.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return 0, nil, err
+	}
+	drained.Add(2)
+	go func() { defer drained.Done(); io.Copy(w.Stdout, outR); outR.Close() }()
+	go func() { defer drained.Done(); io.Copy(w.Stderr, errR); errR.Close() }()
+	return pid, status, nil
 }
 
 // start starts the main process. no_new_privs is a property of a thread, inherited by what

@@ -79,6 +79,16 @@ type Config struct {
 	// mounts a guest disk.
 	Files   []File   `json:"files,omitempty"`
 	Network *Network `json:"network,omitempty"`
+	// Stdin gives the workload a stdin fed by the host (else /dev/null); TTY gives it a
+	// pseudo-terminal of that size, resized by the host's KindResize frames.
+	Stdin bool      `json:"stdin,omitempty"`
+	TTY   *Terminal `json:"tty,omitempty"`
+}
+
+// Terminal is a terminal's size in characters.
+type Terminal struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 // Rlimit is a resource limit of the workload ("nofile", "nproc", "core", "memlock", "stack").
