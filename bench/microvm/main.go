@@ -70,7 +70,7 @@ func main() {
 	nQ35 := flag.Int("q35", 100, "q35 boots (no fix needed: q35 has a PIT, HPET and ACPI PM timer)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "a boot still running after this is a hang")
 	flag.IntVar(&c.smp, "smp", 1, "guest vCPUs")
-	outDir := flag.String("out", "bench/microvm", "directory for boots.csv, hangs/ and RESULTS.md")
+	outDir := flag.String("out", "bench/microvm", "directory for boots.csv, hangs/ and RESULTS.md (appended to)")
 	flag.Parse()
 	if c.vmlinux == "" || c.initrd == "" {
 		log.Fatal("-vmlinux and -initrd are required")
@@ -112,7 +112,15 @@ func main() {
 	}
 	report := summary(c, variants, boots, elapsed, load0, loadavg())
 	fmt.Print(report)
-	if err := os.WriteFile(filepath.Join(*outDir, "RESULTS.md"), []byte(report), 0o644); err != nil {
+	// Appended, like bench/boot: earlier runs and the notes about them stay.
+	f, err := os.OpenFile(filepath.Join(*outDir, "RESULTS.md"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := f.WriteString("\n" + report); err != nil {
+		log.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		log.Fatal(err)
 	}
 }
