@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/firegopher/firegopher/internal/assets/resolve"
+	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/exitcode"
+	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/spec"
 )
 
@@ -20,7 +22,7 @@ var errInterrupted = errors.New("interrupted")
 
 func newRunCommand(g *globalFlags) *cobra.Command {
 	var f spec.RunFlags
-	var detach bool
+	var detach, tty bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
@@ -29,11 +31,20 @@ func newRunCommand(g *globalFlags) *cobra.Command {
   firegopher run -d --name web -- python3 -m http.server`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.Cmd = args
+			var terminal *console.Terminal
+			if tty {
+				var err error
+				if terminal, err = console.Open(os.Stdin); err != nil {
+					return err
+				}
+				size := terminal.Size()
+				f.TTY, f.Term = &spec.Terminal{Rows: size.Rows, Cols: size.Cols}, os.Getenv("TERM")
+			}
 			m, err := spec.ParseRun(f)
 			if err != nil {
 				return err
 			}
-			return run(cmd.Context(), g, m, detach)
+			return run(cmd.Context(), g, m, detach, terminal)
 		},
 	}
 	fl := cmd.Flags()
@@ -49,6 +60,8 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVar(&f.AuthorizedKeys, "authorized-key", nil, "add an SSH public key file to root's authorized_keys (repeatable)")
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")
 	fl.BoolVarP(&detach, "detach", "d", false, "run in the background and print the VM id")
+	fl.BoolVarP(&f.Interactive, "interactive", "i", false, "keep the workload's stdin open to this terminal (or to `attach`)")
+	fl.BoolVarP(&tty, "tty", "t", false, "give the workload a terminal (this one's size and TERM; raw mode while it runs)")
 	fl.BoolVar(&f.System, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
 	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: qemu (default; env FIREGOPHER_VMM)")
 	fl.StringVar(&f.Accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
@@ -56,7 +69,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
-func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool) error {
+func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool, terminal *console.Terminal) error {
 	log := g.logger()
 	if m.Mode == spec.ModeApp && len(m.Process.Cmd) == 0 && (m.Image.Path != "" || m.Image.Name == "default") {
 		return resolve.ApplyImageDefaults(&m.Process, nil) // no image config can supply one: say so before any work
@@ -105,7 +118,13 @@ func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool) erro
 		fmt.Println(m.ID)
 		return nil
 	}
-	exit, err := created.Run(ctx, os.Stdout, os.Stderr)
+	stdio, restore, err := attachStdio(ctx, m.Process.Stdin, terminal)
+	if err != nil {
+		created.Discard()
+		return err
+	}
+	exit, err := created.Run(ctx, stdio)
+	restore()
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -141,4 +160,22 @@ func findInit() (string, error) {
 		}
 	}
 	return "", errors.New("firegopher-init not found beside firegopher or in /usr/local/lib/firegopher: build it with `make` (set FIREGOPHER_INIT to point elsewhere)")
+}
+
+// attachStdio is this terminal's side of a workload's stdio: stdin when asked, and with a
+// terminal raw mode (undone by restore, which every path must call) and its resizes.
+func attachStdio(ctx context.Context, stdin bool, terminal *console.Terminal) (supervisor.Stdio, func(), error) {
+	stdio := supervisor.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
+	if stdin {
+		stdio.Stdin = os.Stdin
+	}
+	if terminal == nil {
+		return stdio, func() {}, nil
+	}
+	restore, err := terminal.Raw()
+	if err != nil {
+		return stdio, nil, err
+	}
+	stdio.Resize = terminal.Resizes(ctx)
+	return stdio, restore, nil
 }

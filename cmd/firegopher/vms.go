@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/assets/oci"
 	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
@@ -333,6 +334,7 @@ func newWaitCommand(g *globalFlags) *cobra.Command {
 func newExecCommand(g *globalFlags) *cobra.Command {
 	var env []string
 	var workdir, user string
+	var interactive, tty bool
 	cmd := &cobra.Command{
 		Use:   "exec [flags] VM -- CMD [ARGS...]",
 		Short: "Run an extra command in a running VM; its exit code is ours",
@@ -345,6 +347,19 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 			if len(argv) == 0 {
 				return errors.New("no command: usage: firegopher exec VM -- CMD [ARGS...]")
 			}
+			e := agent.Exec{Argv: argv, Env: env, WorkDir: workdir, User: user, Stdin: interactive}
+			var terminal *console.Terminal
+			var err error
+			if tty {
+				if terminal, err = console.Open(os.Stdin); err != nil {
+					return err
+				}
+				size := terminal.Size()
+				e.TTY = &size
+				if t := os.Getenv("TERM"); t != "" {
+					e.Env = append([]string{"TERM=" + t}, e.Env...)
+				}
+			}
 			_, vm, err := lookup(g, args[0])
 			if err != nil {
 				return err
@@ -354,10 +369,15 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 				return fmt.Errorf("%s: %w", vm.ID, err)
 			}
 			defer c.Close()
-			if err := c.Exec(agent.Exec{Argv: argv, Env: env, WorkDir: workdir, User: user}); err != nil {
+			if err := c.Exec(e); err != nil {
 				return err
 			}
-			exit, err := c.Copy(os.Stdout, os.Stderr)
+			stdio, restore, err := attachStdio(cmd.Context(), interactive, terminal)
+			if err != nil {
+				return err
+			}
+			exit, err := c.Stream(cmd.Context(), stdio)
+			restore()
 			if err != nil {
 				return err
 			}
@@ -371,6 +391,69 @@ func newExecCommand(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&env, "env", "e", nil, "extra environment KEY=VALUE")
 	cmd.Flags().StringVarP(&workdir, "workdir", "w", "", "working directory")
 	cmd.Flags().StringVarP(&user, "user", "u", "", "user (default: the VM's)")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass this terminal's stdin to the command")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
+	return cmd
+}
+
+func newAttachCommand(g *globalFlags) *cobra.Command {
+	var detachKeys string
+	cmd := &cobra.Command{
+		Use:   "attach [--detach-keys KEYS] VM",
+		Short: "Attach this terminal to a running VM's workload (Ctrl-P Ctrl-Q detaches)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := console.ParseDetachKeys(detachKeys)
+			if err != nil {
+				return err
+			}
+			_, vm, err := lookup(g, args[0])
+			if err != nil {
+				return err
+			}
+			var p spec.Process
+			if vm.Machine != nil {
+				p = vm.Machine.Process
+			}
+			var terminal *console.Terminal
+			if p.TTY != nil {
+				if terminal, err = console.Open(os.Stdin); err != nil {
+					return err
+				}
+			}
+			c, err := supervisor.Dial(vm.Dir)
+			if err != nil {
+				return fmt.Errorf("%s: %w", vm.ID, err)
+			}
+			defer c.Close()
+			// Output already logged is not replayed (`logs` does that).
+			if _, err := c.Attach(); err != nil {
+				return err
+			}
+			stdio, restore, err := attachStdio(cmd.Context(), false, terminal)
+			if err != nil {
+				return err
+			}
+			if p.Stdin {
+				stdio.Stdin = console.NewDetachReader(os.Stdin, keys)
+			}
+			if terminal != nil {
+				size := terminal.Size()
+				c.Resize(size) // the attaching terminal's size, now
+			}
+			exit, err := c.Stream(cmd.Context(), stdio)
+			restore()
+			if errors.Is(err, console.ErrDetached) {
+				fmt.Fprintf(os.Stderr, "\ndetached from %s; it runs on\n", vm.ID)
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return exitCode(exit.Code)
+		},
+	}
+	cmd.Flags().StringVar(&detachKeys, "detach-keys", console.DefaultDetachKeys, "key sequence that detaches (docker's syntax)")
 	return cmd
 }
 

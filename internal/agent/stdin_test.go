@@ -12,7 +12,7 @@ import (
 func TestPumpStdinNeverExceedsTheWindow(t *testing.T) {
 	data := make([]byte, 3*StdinWindow+123)
 	rand.Read(data)
-	grants := make(chan int, 64)
+	window := NewWindow()
 	var got bytes.Buffer
 	inFlight, maxInFlight, eof := 0, 0, false
 	frames := make(chan []byte, 1024)
@@ -21,7 +21,7 @@ func TestPumpStdinNeverExceedsTheWindow(t *testing.T) {
 		done <- PumpStdin(context.Background(), bytes.NewReader(data), func(p []byte) error {
 			frames <- append([]byte(nil), p...)
 			return nil
-		}, grants)
+		}, window)
 	}()
 	// The "guest": consumes frames, grants back what it has passed on, a frame at a time.
 	for !eof {
@@ -36,7 +36,7 @@ func TestPumpStdinNeverExceedsTheWindow(t *testing.T) {
 			maxInFlight = max(maxInFlight, inFlight)
 			got.Write(p)
 			if inFlight >= StdinWindow/2 {
-				grants <- inFlight
+				window.Grant(inFlight)
 				inFlight = 0
 			}
 		case <-time.After(10 * time.Second):
@@ -60,7 +60,7 @@ func TestPumpStdinWaitsForGrants(t *testing.T) {
 	sent := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	err := PumpStdin(ctx, r, func(p []byte) error { sent += len(p); return nil }, make(chan int))
+	err := PumpStdin(ctx, r, func(p []byte) error { sent += len(p); return nil }, NewWindow())
 	if err == nil || sent != StdinWindow {
 		t.Fatalf("without grants the pump must stop at the window: sent %d, err %v", sent, err)
 	}

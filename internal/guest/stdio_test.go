@@ -24,12 +24,12 @@ func TestExecStdinArrivesWhole(t *testing.T) {
 	h.send(agent.KindExec, stream, mustJSON(t, agent.Exec{Argv: []string{"sha256sum"}, Stdin: true}))
 	data := make([]byte, 8<<20)
 	rand.Read(data)
-	grants := make(chan int, 1024)
+	window := agent.NewWindow()
 	pumped := make(chan error, 1)
 	go func() {
 		pumped <- agent.PumpStdin(context.Background(), bytes.NewReader(data), func(p []byte) error {
 			return h.conn.Send(agent.KindStdin, stream, p)
-		}, grants)
+		}, window)
 	}()
 	var out strings.Builder
 	for {
@@ -42,7 +42,7 @@ func TestExecStdinArrivesWhole(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			grants <- n
+			window.Grant(n)
 			continue
 		}
 		if f.Kind == agent.KindStdout {

@@ -187,6 +187,10 @@ type RunFlags struct {
 	Net            NetFlags
 	VMM            string
 	Accel          string
+	// Interactive (-i) and TTY (-t, with the host terminal's size and TERM).
+	Interactive bool
+	TTY         *Terminal
+	Term        string
 }
 
 // ParseRun validates every flag and returns the machine they describe, with a new id, or
@@ -194,7 +198,7 @@ type RunFlags struct {
 func ParseRun(f RunFlags) (*Machine, error) {
 	m := &Machine{
 		ID: NewID(), Name: f.Name, Mode: ModeApp, CPUs: f.CPUs,
-		Process: Process{Cmd: f.Cmd, Env: f.Env, WorkDir: f.WorkDir, User: f.User},
+		Process: Process{Cmd: f.Cmd, Env: f.Env, WorkDir: f.WorkDir, User: f.User, Stdin: f.Interactive, TTY: f.TTY},
 		VMM:     VMM{Backend: f.VMM, Accel: f.Accel},
 	}
 	if f.System {
@@ -215,6 +219,9 @@ func ParseRun(f RunFlags) (*Machine, error) {
 	}
 	if m.Network, err = ParseNet(f.Net); err != nil {
 		return nil, err
+	}
+	if f.TTY != nil && f.Term != "" && !hasEnv(m.Process.Env, "TERM") {
+		m.Process.Env = append(m.Process.Env, "TERM="+f.Term) // the host terminal's, as docker
 	}
 	if m.Network != nil {
 		// A lone VM's address is keyed by its own id and hostname.
@@ -296,4 +303,23 @@ type Process struct {
 	WorkDir string   `json:"workdir,omitempty"`
 	// User is NAME|UID[:GROUP|GID], resolved in the guest from the image's files.
 	User string `json:"user,omitempty"`
+	// Stdin keeps the process's stdin open to the host (`-i`); TTY gives it a terminal of
+	// that size (`-t`).
+	Stdin bool      `json:"stdin,omitempty"`
+	TTY   *Terminal `json:"tty,omitempty"`
+}
+
+// Terminal is a terminal's size in characters.
+type Terminal struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -1,9 +1,10 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
+	goio "io"
 	"net"
 	"path/filepath"
 
@@ -67,6 +68,11 @@ func (c *Client) Stop(timeoutSeconds int) error {
 	return err
 }
 
+// Resize sets the terminal size of the attached workload (or of this client's exec).
+func (c *Client) Resize(r agent.Resize) error {
+	return c.conn.SendJSON(agent.KindResize, agent.MainStream, r)
+}
+
 // Exec starts a command in the VM; its output and exit follow on the connection.
 func (c *Client) Exec(e agent.Exec) error {
 	return c.conn.SendJSON(agent.KindExec, agent.MainStream, e)
@@ -74,20 +80,68 @@ func (c *Client) Exec(e agent.Exec) error {
 
 // Copy writes output frames to stdout/stderr until an exit frame arrives, and returns it.
 // An attached client sees the main workload's exit; an exec client its command's.
-func (c *Client) Copy(stdout, stderr io.Writer) (agent.Exit, error) {
+func (c *Client) Copy(stdout, stderr goio.Writer) (agent.Exit, error) {
+	return c.Stream(context.Background(), Stdio{Stdout: stdout, Stderr: stderr})
+}
+
+// Stream is Copy with the terminal side too: io.Stdin (if set) goes to the process's stdin
+// — the attached workload's, or this client's exec's — paced by the guest's windows, and
+// io.Resize's sizes to its terminal. When io.Stdin fails (say, console.ErrDetached) Stream
+// returns that error at once and the process runs on; at its EOF the process's stdin closes.
+func (c *Client) Stream(ctx context.Context, io Stdio) (agent.Exit, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	window := agent.NewWindow()
+	stdinErr := make(chan error, 1)
+	if io.Stdin != nil {
+		go func() {
+			err := agent.PumpStdin(ctx, io.Stdin, func(p []byte) error {
+				return c.conn.Send(agent.KindStdin, agent.MainStream, p)
+			}, window)
+			if err != nil && ctx.Err() == nil {
+				stdinErr <- err
+				c.c.Close() // ends the receive loop below
+			}
+		}()
+	}
+	if io.Resize != nil {
+		go func() {
+			for {
+				select {
+				case r := <-io.Resize:
+					c.conn.SendJSON(agent.KindResize, agent.MainStream, r)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	for {
 		f, err := c.conn.Receive()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			select {
+			case serr := <-stdinErr:
+				return agent.Exit{}, serr
+			default:
+			}
+			if errors.Is(err, goio.EOF) {
 				return agent.Exit{}, fmt.Errorf("supervisor closed the connection: %w", ErrNotRunning)
 			}
 			return agent.Exit{}, err
 		}
 		switch f.Kind {
 		case agent.KindStdout:
-			stdout.Write(f.Payload)
+			if io.Stdout != nil {
+				io.Stdout.Write(f.Payload)
+			}
 		case agent.KindStderr:
-			stderr.Write(f.Payload)
+			if io.Stderr != nil {
+				io.Stderr.Write(f.Payload)
+			}
+		case agent.KindWindow:
+			if n, err := agent.WindowGrant(f.Payload); err == nil {
+				window.Grant(n)
+			}
 		case agent.KindExit:
 			var e agent.Exit
 			return e, f.Decode(&e)

@@ -31,6 +31,10 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 		User:    m.Process.User,
 		Rlimits: []vmconfig.Rlimit{{Resource: "nofile", Soft: workloadNoFile, Hard: workloadNoFile}},
 		Network: network,
+		Stdin:   m.Process.Stdin,
+	}
+	if t := m.Process.TTY; t != nil {
+		cfg.TTY = &vmconfig.Terminal{Rows: t.Rows, Cols: t.Cols}
 	}
 	if caps.DiskSerials {
 		cfg.Root.Serial = RootSerial

@@ -65,15 +65,15 @@ func (c *Created) Discard() {
 	c.lock.Close()
 }
 
-// Run supervises the VM in this process until it ends, streaming its output, and removes
+// Run supervises the VM in this process until it ends, streaming its stdio, and removes
 // it afterwards (like `docker run --rm`).
-func (c *Created) Run(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, error) {
+func (c *Created) Run(ctx context.Context, stdio Stdio) (agent.Exit, error) {
 	vm, err := c.host.NewVM(c.st, c.Record)
 	if err != nil {
 		c.Discard()
 		return agent.Exit{}, err
 	}
-	return Supervise(ctx, vm, Options{Stdout: stdout, Stderr: stderr, AutoRemove: true, Lock: c.lock})
+	return Supervise(ctx, vm, Options{Stdio: stdio, AutoRemove: true, Lock: c.lock})
 }
 
 // File descriptors a detached supervisor inherits.

@@ -24,7 +24,7 @@ func TestRunForegroundStreamsOutputAndRemovesTheVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	exit, err := c.Run(context.Background(), &stdout, &stderr)
+	exit, err := c.Run(context.Background(), Stdio{Stdout: &stdout, Stderr: &stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestRunEndsWithoutWaitingForATimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := c.Run(context.Background(), nil, nil); err != nil {
+	if _, err := c.Run(context.Background(), Stdio{}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > endTimeout/2 {

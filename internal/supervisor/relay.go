@@ -30,11 +30,20 @@ type request struct {
 	frame  agent.Frame
 }
 
-// Relay runs the VM until it ends: guest output goes to the output log, to stdout/stderr
-// when given (a foreground run), and to attached clients; client requests (attach,
-// signal, exec, stop) are served. Cancelling ctx kills the VM. It returns the main
+// Stdio is a foreground run's terminal side: where the workload's output goes, where its
+// stdin comes from (nil: none), and its terminal's size changes.
+type Stdio struct {
+	Stdout, Stderr io.Writer
+	Stdin          io.Reader
+	Resize         <-chan agent.Resize
+}
+
+// Relay runs the VM until it ends: guest output goes to the output log, to io's writers
+// when given (a foreground run), and to attached clients; client requests (attach, stdin,
+// resize, signal, exec, stop) are served. Cancelling ctx kills the VM. It returns the main
 // workload's exit status.
-func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, error) {
+func (vm *VM) Relay(ctx context.Context, io Stdio) (agent.Exit, error) {
+	stdout, stderr := io.Stdout, io.Stderr
 	logFile, err := os.OpenFile(vm.path(OutputLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return agent.Exit{}, err
@@ -54,7 +63,18 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 	go func() { vmmExited <- vm.instance.Wait() }()
 
 	attached := map[*agent.Conn]bool{}
-	execs := map[uint32]*agent.Conn{}
+	execs := map[uint32]*agent.Conn{}  // exec stream → its client
+	execOf := map[*agent.Conn]uint32{} // client → its exec stream: where its stdin goes
+	// The main workload's stdin: pumped from io.Stdin in a foreground run, else written by
+	// attached clients; the guest's windows go back to whoever writes it.
+	var mainWindow *agent.Window
+	var mainWriter *agent.Conn
+	if io.Stdin != nil && vm.Machine.Process.Stdin && vm.guest != nil {
+		mainWindow = agent.NewWindow()
+		go agent.PumpStdin(ctx, io.Stdin, func(p []byte) error {
+			return vm.guest.Send(agent.KindStdin, agent.MainStream, p)
+		}, mainWindow)
+	}
 	nextStream := agent.MainStream + 1
 	var stopTimer <-chan time.Time
 	broadcast := func(f agent.Frame) {
@@ -73,11 +93,18 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 					c.Send(f.Kind, f.Stream, f.Payload)
 					if f.Kind == agent.KindExit {
 						delete(execs, f.Stream)
+						delete(execOf, c)
 					}
 				}
 				continue
 			}
 			switch f.Kind {
+			case agent.KindWindow:
+				if n, err := agent.WindowGrant(f.Payload); err == nil && mainWindow != nil {
+					mainWindow.Grant(n)
+				} else if mainWriter != nil {
+					mainWriter.Send(f.Kind, f.Stream, f.Payload)
+				}
 			case agent.KindStdout, agent.KindStderr:
 				n, _ := logFile.Write(f.Payload)
 				logged += int64(n)
@@ -118,8 +145,17 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 				}
 				stream := nextStream
 				nextStream++
-				execs[stream] = r.client
+				execs[stream], execOf[r.client] = r.client, stream
 				vm.guest.Send(agent.KindExec, stream, r.frame.Payload)
+			case agent.KindStdin, agent.KindResize:
+				if vm.guest == nil || guestErr == nil {
+					continue
+				}
+				stream, isExec := execOf[r.client]
+				if !isExec && r.frame.Kind == agent.KindStdin {
+					mainWriter = r.client
+				}
+				vm.guest.Send(r.frame.Kind, stream, r.frame.Payload)
 			case agent.KindStop:
 				var s agent.Stop
 				r.frame.Decode(&s)
@@ -138,6 +174,10 @@ func (vm *VM) Relay(ctx context.Context, stdout, stderr io.Writer) (agent.Exit, 
 					stopTimer = time.After(timeout)
 				}
 				r.client.Send(agent.KindAck, agent.MainStream, nil)
+			}
+		case r := <-io.Resize:
+			if vm.guest != nil {
+				vm.guest.SendJSON(agent.KindResize, agent.MainStream, r)
 			}
 		case <-stopTimer:
 			vm.Log.Info("workload ignored SIGTERM; killing the VM")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -78,8 +77,8 @@ func (h *Host) NewVM(st *state.Store, rec *state.VM) (*VM, error) {
 type Options struct {
 	// Steps is the start sequence; nil means DefaultSteps().
 	Steps Steps
-	// Stdout and Stderr receive the workload's output in a foreground run; nil when detached.
-	Stdout, Stderr io.Writer
+	// Stdio is a foreground run's terminal side; zero when detached.
+	Stdio Stdio
 	// AutoRemove deletes the VM's record and directory when it ends (foreground runs).
 	AutoRemove bool
 	// Started is called once the VM is up (the detached supervisor tells `run -d`).
@@ -128,7 +127,7 @@ func Supervise(ctx context.Context, vm *VM, opts Options) (agent.Exit, error) {
 	if opts.Started != nil {
 		opts.Started()
 	}
-	exit, err := vm.Relay(ctx, opts.Stdout, opts.Stderr)
+	exit, err := vm.Relay(ctx, opts.Stdio)
 	if terr := teardown(); terr != nil {
 		vm.Log.Warn("teardown", "error", terr)
 	}
