@@ -80,7 +80,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log every step")
 	root.AddCommand(newRunCommand(g), newPrepareCommand(g), newSuperviseCommand(g),
 		newPsCommand(g), newLogsCommand(g), newStopCommand(g), newKillCommand(g),
-		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newAttachCommand(g), newGCCommand(g),
+		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newAttachCommand(g), newCpCommand(g), newGCCommand(g),
 		newHostCommand(g), newNetCommand(g),
 		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
 		newFirecrackerCommand(g), newImageCommand(g),

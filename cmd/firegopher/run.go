@@ -14,8 +14,8 @@ import (
 	"github.com/firegopher/firegopher/internal/assets/resolve"
 	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/exitcode"
-	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/supervisor"
 )
 
 var errInterrupted = errors.New("interrupted")

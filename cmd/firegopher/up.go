@@ -207,4 +207,3 @@ func newSSHCommand(g *globalFlags) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
-

@@ -19,8 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
-	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/assets/oci"
+	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"

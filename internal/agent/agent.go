@@ -87,6 +87,17 @@ type Exec struct {
 	// KindResize frames.
 	Stdin bool    `json:"stdin,omitempty"`
 	TTY   *Resize `json:"tty,omitempty"`
+	// Copy, if set, makes this a copy done by init itself (no tool of the image is used):
+	// Argv is ignored.
+	Copy *Copy `json:"copy,omitempty"`
+}
+
+// Copy is `firegopher cp` in the guest. Out: Path (a file or a tree) goes to the stream's
+// stdout as a tar stream. In: the stream's stdin, a tar stream, is extracted into the
+// directory Path. Modes, owners and symlinks are kept.
+type Copy struct {
+	Out  bool   `json:"out,omitempty"`
+	Path string `json:"path"`
 }
 
 func (k Kind) String() string {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/exitcode"
+	"github.com/firegopher/firegopher/internal/tarcopy"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 )
 
@@ -166,7 +168,7 @@ func (s *Session) readHost() {
 		case agent.KindExec:
 			var e agent.Exec
 			err := f.Decode(&e)
-			if err == nil && len(e.Argv) == 0 {
+			if err == nil && len(e.Argv) == 0 && e.Copy == nil {
 				err = errors.New("empty argv")
 			}
 			if err == nil && s.cfg == nil {
@@ -292,8 +294,46 @@ func (s *Session) Report(e agent.Exit) {
 	}
 }
 
+// copy does a `cp` in the guest on its own stream: a tar stream of Path out on stdout, or
+// one from stdin extracted into the directory Path.
+func (s *Session) copy(id uint32, c *agent.Copy) agent.Exit {
+	p := path.Clean(c.Path)
+	if !path.IsAbs(c.Path) {
+		return agent.Exit{Code: 1, Error: fmt.Sprintf("cp: %q is not an absolute path in the guest", c.Path)}
+	}
+	s.mu.Lock()
+	st := s.streams[id]
+	err := st.open()
+	s.mu.Unlock()
+	if err != nil {
+		return agent.Exit{Code: 1, Error: "cp: " + err.Error()}
+	}
+	if c.Out {
+		err = tarcopy.Write(agent.StreamWriter{Conn: s.ctl, Kind: agent.KindStdout, Stream: id}, p)
+	} else if st.pipe == nil {
+		err = errors.New("no stdin to read the files from")
+	} else {
+		err = tarcopy.Extract(st.pipe, p)
+		st.pipe.Close()
+	}
+	if err != nil {
+		return agent.Exit{Code: 1, Error: "cp: " + err.Error()}
+	}
+	return agent.Exit{}
+}
+
 // exec runs an extra command beside the workload on its own stream.
 func (s *Session) exec(stream uint32, e agent.Exec) {
+	if e.Copy != nil {
+		exit := s.copy(stream, e.Copy)
+		s.mu.Lock()
+		st := s.streams[stream]
+		delete(s.streams, stream)
+		s.mu.Unlock()
+		st.end()
+		s.send(agent.KindExit, stream, exit)
+		return
+	}
 	env := append(append([]string(nil), s.cfg.Env...), e.Env...)
 	user := e.User
 	if user == "" {
