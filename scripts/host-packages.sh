@@ -16,6 +16,7 @@ packages=(
   openssh-client    # firegopher ssh; Ansible's connection to run machines
   rsync             # e2e: ansible.posix.synchronize, as kernel-testing's playbooks use it
   ansible           # e2e: their playbooks, run against firegopher up's inventory
+  tmux              # e2e: run -it, exec -it and attach in a real terminal
   dpkg apt ca-certificates make
 )
 missing=()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets/resolve"
 	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/exitcode"
@@ -34,10 +35,12 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 			var terminal *console.Terminal
 			if tty {
 				var err error
-				if terminal, err = console.Open(os.Stdin); err != nil {
-					return err
+				size := agent.Resize{Rows: 24, Cols: 80}
+				if terminal, err = console.Open(os.Stdin); err == nil {
+					size = terminal.Size()
+				} else if !detach {
+					return err // -d -t needs no terminal now: attach brings one
 				}
-				size := terminal.Size()
 				f.TTY, f.Term = &spec.Terminal{Rows: size.Rows, Cols: size.Cols}, os.Getenv("TERM")
 			}
 			m, err := spec.ParseRun(f)
