@@ -173,6 +173,7 @@ func NewID() string {
 // RunFlags is the raw input of `firegopher run`.
 type RunFlags struct {
 	Copy           []string // HOST_PATH:GUEST_PATH[:MODE]
+	Volumes        []string // NAME:/GUEST/PATH[:ro|:rw], ./DIR:/GUEST/PATH[:ro]
 	AuthorizedKeys []string // files of public keys for root's authorized_keys
 	Name           string
 	User           string
@@ -211,6 +212,9 @@ func ParseRun(f RunFlags) (*Machine, error) {
 		return nil, err
 	}
 	if m.Files, err = parseFiles(f.Copy, f.AuthorizedKeys); err != nil {
+		return nil, err
+	}
+	if m.Volumes, err = ParseVolumes(f.Volumes); err != nil {
 		return nil, err
 	}
 	if m.Network, err = ParseNet(f.Net); err != nil {
