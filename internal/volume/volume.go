@@ -104,7 +104,7 @@ func checkName(name string) error {
 
 // errNoVolume says a volume does not exist, naming the command that makes it.
 func errNoVolume(name string) error {
-	return fmt.Errorf("%s: no volume named %q (make it with: firegopher volume create %s)", FieldName, name, name)
+	return fmt.Errorf("no volume named %q (make it with: firegopher volume create %s)", name, name)
 }
 
 // Create makes volume name: an empty ext4 filesystem of size bytes (sparse on the host).
@@ -119,7 +119,7 @@ func (s *Store) Create(ctx context.Context, name string, size spec.Size) (*Volum
 		return nil, err
 	}
 	if _, err := os.Lstat(s.dir(name)); err == nil {
-		return nil, fmt.Errorf("%s: %q already exists", FieldName, name)
+		return nil, fmt.Errorf("volume %q already exists", name)
 	}
 	tmp, err := os.MkdirTemp(s.Dir, ".new-"+name+"-")
 	if err != nil {
@@ -139,7 +139,7 @@ func (s *Store) Create(ctx context.Context, name string, size spec.Size) (*Volum
 		// name loses here and leaves the winner's volume alone.
 		err = os.Rename(tmp, s.dir(name))
 		if errors.Is(err, os.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
-			err = fmt.Errorf("%s: %q already exists", FieldName, name)
+			err = fmt.Errorf("volume %q already exists", name)
 		}
 	}
 	if err != nil {
@@ -304,7 +304,7 @@ func (s *Store) inUse(name string) error {
 	users := s.users(name)
 	if len(users) == 0 {
 		// Between a holder's two locks, or a Remove in progress.
-		return fmt.Errorf("%s: %q is %w", FieldName, name, ErrInUse)
+		return fmt.Errorf("volume %q is %w", name, ErrInUse)
 	}
 	var who []string
 	for _, u := range users {
@@ -314,7 +314,7 @@ func (s *Store) inUse(name string) error {
 		}
 		who = append(who, fmt.Sprintf("VM %s (%s)", u.VM, mode))
 	}
-	return fmt.Errorf("%s: %q is %w: attached to running %s", FieldName, name, ErrInUse, strings.Join(who, ", "))
+	return fmt.Errorf("volume %q is %w: attached to running %s", name, ErrInUse, strings.Join(who, ", "))
 }
 
 // Attachment is a volume held for one VM: its lock and its users entry.

@@ -124,7 +124,7 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"", spec.GiB, "volume: \"\""},
 		{"small", spec.MiB, "--size: 1M, want 16M to 16384G"},
 		{"huge", 32 << 40, "--size:"},
-		{"data", spec.GiB, "volume: \"data\" already exists"},
+		{"data", spec.GiB, "volume \"data\" already exists"},
 	} {
 		if _, err := s.Create(context.Background(), tt.name, tt.size); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Create(%q, %s) = %v, want an error containing %q", tt.name, tt.size, err, tt.want)
@@ -193,7 +193,7 @@ func TestAttachReadWriteIsExclusive(t *testing.T) {
 	if len(v.Users) != 1 || v.Users[0] != (User{VM: "aaaaaaaaaaaa"}) {
 		t.Fatalf("users %+v", v.Users)
 	}
-	const named = `volume: "data" is in use: attached to running VM aaaaaaaaaaaa (read-write)`
+	const named = `volume "data" is in use: attached to running VM aaaaaaaaaaaa (read-write)`
 	for _, ro := range []bool{false, true} {
 		if _, err := s.Attach("data", "bbbbbbbbbbbb", ro); !errors.Is(err, ErrInUse) || err.Error() != named {
 			t.Errorf("second attach (read-only %v) = %v, want %q", ro, err, named)
