@@ -267,3 +267,26 @@ func TestLostSupervisorFreesItsVolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A volume create or rm killed half-way leaves a dot directory that gc removes.
+func TestGCRemovesVolumeDebris(t *testing.T) {
+	h := testHost(t)
+	createVolume(t, h, "data")
+	debris := filepath.Join(h.VolumesDir(), ".new-web-123")
+	os.MkdirAll(debris, 0o700)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(debris, old, old)
+	report, err := h.GC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report) != 1 || !strings.Contains(report[0], debris) {
+		t.Errorf("report %q, want the debris", report)
+	}
+	if _, err := os.Stat(debris); !os.IsNotExist(err) {
+		t.Errorf("debris: %v", err)
+	}
+	if _, err := h.Volumes().Inspect("data"); err != nil {
+		t.Errorf("the volume: %v", err)
+	}
+}
