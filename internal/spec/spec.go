@@ -66,6 +66,8 @@ func (s Size) MiB() int { return int((s + MiB - 1) / MiB) }
 
 func (s Size) String() string {
 	switch {
+	case s != 0 && s%(1<<40) == 0:
+		return fmt.Sprintf("%dT", s>>40)
 	case s%GiB == 0:
 		return fmt.Sprintf("%dG", s/GiB)
 	case s%MiB == 0:

@@ -144,3 +144,11 @@ func TestValidateVolumes(t *testing.T) {
 		t.Errorf("volumes on a foreign machine: %v", err)
 	}
 }
+
+func TestSizeStringTiB(t *testing.T) {
+	for s, want := range map[Size]string{16 << 40: "16T", 1 << 40: "1T", 1536 * GiB: "1536G", 0: "0G", 3 * MiB: "3M"} {
+		if got := s.String(); got != want {
+			t.Errorf("%d: %q, want %q", int64(s), got, want)
+		}
+	}
+}

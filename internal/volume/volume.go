@@ -59,7 +59,7 @@ const debrisGrace = time.Minute
 
 // Field names in errors.
 const (
-	FieldName = "volume"
+	FieldName = "volume name"
 	FieldSize = "--size"
 )
 

@@ -118,11 +118,11 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		size spec.Size
 		want string
 	}{
-		{"Data", spec.GiB, "volume: \"Data\", want lowercase"},
-		{"a/b", spec.GiB, "volume: \"a/b\""},
-		{"../x", spec.GiB, "volume: \"../x\""},
-		{"", spec.GiB, "volume: \"\""},
-		{"small", spec.MiB, "--size: 1M, want 16M to 16384G"},
+		{"Data", spec.GiB, "volume name: \"Data\", want lowercase"},
+		{"a/b", spec.GiB, "volume name: \"a/b\""},
+		{"../x", spec.GiB, "volume name: \"../x\""},
+		{"", spec.GiB, "volume name: \"\""},
+		{"small", spec.MiB, "--size: 1M, want 16M to 16T"},
 		{"huge", 32 << 40, "--size:"},
 		{"data", spec.GiB, "volume \"data\" already exists"},
 	} {
