@@ -96,6 +96,7 @@ func (b *boot) stage2(h guest.Handoff, err error) {
 	cfg := h.Config
 	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
 	b.must("link /dev entries", guest.LinkDev("/dev"))
+	b.must("mount volumes", guest.MountVolumes("/", guest.SystemDevices(), cfg.Mounts, deviceTimeout, log))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
 	b.must("set up network", guest.SetUpNetwork("/", cfg, dhcpTimeout))
 	if cfg.Mode == vmconfig.ModeSystem {

@@ -84,7 +84,8 @@ func newRootCommand() *cobra.Command {
 		newHostCommand(g), newNetCommand(g),
 		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
 		newFirecrackerCommand(g), newImageCommand(g),
-		newUpCommand(g), newDownCommand(g), newInventoryCommand(g), newSSHCommand(g))
+		newUpCommand(g), newDownCommand(g), newInventoryCommand(g), newSSHCommand(g),
+		newVolumeCommand(g))
 	return root
 }
 

@@ -59,6 +59,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVarP(&f.Env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringVarP(&f.WorkDir, "workdir", "w", "", "working directory in the guest")
 	fl.StringVarP(&f.User, "user", "u", "", "run as NAME|UID[:GROUP|GID] from the image's /etc/passwd")
+	fl.StringArrayVarP(&f.Volumes, "volume", "v", nil, "attach a volume: NAME:/GUEST/PATH[:ro] (firegopher volume create NAME), or a read-only copy of a host directory: ./DIR:/GUEST/PATH[:ro] (repeatable)")
 	fl.StringArrayVar(&f.Copy, "copy", nil, "put a host file in the guest: HOST_PATH:/GUEST/PATH[:MODE] (repeatable)")
 	fl.StringArrayVar(&f.AuthorizedKeys, "authorized-key", nil, "add an SSH public key file to root's authorized_keys (repeatable)")
 	fl.StringVar(&f.Name, "name", "", "a name for the VM (default: none; refer to it by id)")

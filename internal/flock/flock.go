@@ -39,12 +39,20 @@ func Lock(ctx context.Context, path string) (*os.File, error) {
 
 // TryLock takes the exclusive lock on path (creating the file if missing) if it is free,
 // and fails with an error wrapping ErrHeld at once if it is not.
-func TryLock(path string) (*os.File, error) {
+func TryLock(path string) (*os.File, error) { return tryLock(path, unix.LOCK_EX) }
+
+// TryLockShared takes a shared lock on path (creating the file if missing) unless an
+// exclusive holder has it, and fails with an error wrapping ErrHeld at once if one does.
+// Shared holders exclude exclusive ones (TryLock, Lock) but not each other: many readers,
+// or one writer. Held does not see shared holders.
+func TryLockShared(path string) (*os.File, error) { return tryLock(path, unix.LOCK_SH) }
+
+func tryLock(path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flock(f, how|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			err = ErrHeld

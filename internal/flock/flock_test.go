@@ -216,3 +216,32 @@ func TestLockPassedToChild(t *testing.T) {
 		t.Error("Held = true after the child exited")
 	}
 }
+
+// Shared holders coexist and keep an exclusive taker out; an exclusive holder keeps them out.
+func TestTryLockShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.lock")
+	r1, err := TryLockShared(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := TryLockShared(path)
+	if err != nil {
+		t.Fatalf("a second shared lock: %v", err)
+	}
+	if _, err := TryLock(path); !errors.Is(err, ErrHeld) {
+		t.Errorf("TryLock while shared holders exist = %v; want ErrHeld", err)
+	}
+	r1.Close()
+	if _, err := TryLock(path); !errors.Is(err, ErrHeld) {
+		t.Errorf("TryLock while one shared holder is left = %v; want ErrHeld", err)
+	}
+	r2.Close()
+	w, err := TryLock(path)
+	if err != nil {
+		t.Fatalf("TryLock once the shared holders are gone: %v", err)
+	}
+	if _, err := TryLockShared(path); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), path) {
+		t.Errorf("TryLockShared while locked = %v; want ErrHeld naming %s", err, path)
+	}
+	w.Close()
+}

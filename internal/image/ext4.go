@@ -65,6 +65,8 @@ type Ext4Options struct {
 	Size int64
 	// Features is the feature set; FeaturesHost (zero) keeps the host's mke2fs.conf defaults.
 	Features Ext4Features
+	// Label is the filesystem label (at most 16 bytes); "" means "rootfs".
+	Label string
 }
 
 // MakeExt4 writes an ext4 filesystem image file at out populated from dir with `mkfs.ext4 -d`
@@ -91,6 +93,13 @@ func MakeExt4With(ctx context.Context, dir, out string, opts Ext4Options) (err e
 	}
 	if size < 0 {
 		return fmt.Errorf("ext4 image: size: %d bytes is negative", size)
+	}
+	label := opts.Label
+	if label == "" {
+		label = "rootfs"
+	}
+	if len(label) > 16 {
+		return fmt.Errorf("ext4 image: label: %q is longer than 16 bytes", label)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -136,7 +145,7 @@ func MakeExt4With(ctx context.Context, dir, out string, opts Ext4Options) (err e
 		"-q",
 		"-b", "4096", // not the 1 KiB blocks mke2fs picks for images under 512 MiB
 		"-N", strconv.FormatInt(inodes, 10),
-		"-L", "rootfs",
+		"-L", label,
 		"-E", "root_owner=0:0",
 	}, features...)
 	cmd := exec.CommandContext(ctx, mkfs, append(args, "-d", dir, out)...)

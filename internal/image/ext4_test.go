@@ -347,8 +347,11 @@ func TestMakeExt4WithFeatureSets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(string(tt.features), func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "rootfs.ext4")
-			must(t, MakeExt4With(context.Background(), src, img, Ext4Options{Size: 64 * mib, Features: tt.features}))
+			must(t, MakeExt4With(context.Background(), src, img, Ext4Options{Size: 64 * mib, Features: tt.features, Label: "volume"}))
 			sb := superblock(t, img)
+			if got := sbField(t, sb, "Filesystem volume name"); got != "volume" {
+				t.Errorf("label %q, want volume", got)
+			}
 			if got := sbField(t, sb, "Filesystem features"); got != tt.want {
 				t.Errorf("features\n got %s\nwant %s", got, tt.want)
 			}

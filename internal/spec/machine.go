@@ -30,6 +30,8 @@ type Machine struct {
 	Assets  *Assets  `json:"assets,omitempty"`
 	Process Process  `json:"process"`
 	Files   []File   `json:"files,omitempty"`
+	// Volumes are disks attached after the root disk, mounted by init in the guest.
+	Volumes []Volume `json:"volumes,omitempty"`
 	Network *Network `json:"network,omitempty"`
 	VMM     VMM      `json:"vmm"`
 	// KernelArgs are added to a foreign guest's kernel command line.
@@ -155,6 +157,12 @@ func (m *Machine) Validate() error {
 		if !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path || f.Path == "/" {
 			return fmt.Errorf("--copy: guest path %q must be absolute and clean", f.Path)
 		}
+	}
+	if err := validateVolumes(m.Volumes); err != nil {
+		return err
+	}
+	if len(m.Volumes) > 0 && m.Mode == ModeForeign {
+		return errors.New(FieldVolume + ": a machine that boots through its own initrd has no firegopher init to mount volumes")
 	}
 	if m.Network != nil {
 		if err := m.Network.Validate(); err != nil {

@@ -66,6 +66,8 @@ func (s Size) MiB() int { return int((s + MiB - 1) / MiB) }
 
 func (s Size) String() string {
 	switch {
+	case s != 0 && s%(1<<40) == 0:
+		return fmt.Sprintf("%dT", s>>40)
 	case s%GiB == 0:
 		return fmt.Sprintf("%dG", s/GiB)
 	case s%MiB == 0:
@@ -173,6 +175,7 @@ func NewID() string {
 // RunFlags is the raw input of `firegopher run`.
 type RunFlags struct {
 	Copy           []string // HOST_PATH:GUEST_PATH[:MODE]
+	Volumes        []string // NAME:/GUEST/PATH[:ro|:rw], ./DIR:/GUEST/PATH[:ro]
 	AuthorizedKeys []string // files of public keys for root's authorized_keys
 	Name           string
 	User           string
@@ -215,6 +218,9 @@ func ParseRun(f RunFlags) (*Machine, error) {
 		return nil, err
 	}
 	if m.Files, err = parseFiles(f.Copy, f.AuthorizedKeys); err != nil {
+		return nil, err
+	}
+	if m.Volumes, err = ParseVolumes(f.Volumes); err != nil {
 		return nil, err
 	}
 	if m.Network, err = ParseNet(f.Net); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
+	"github.com/firegopher/firegopher/internal/volume"
 )
 
 // The forms derived from a machine live here, in one place: the config its init reads and
@@ -45,6 +46,14 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 	for _, f := range m.Files {
 		cfg.Files = append(cfg.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})
 	}
+	for i, v := range m.Volumes {
+		// The volumes follow the root disk in VMMSpec's order.
+		d := vmconfig.Disk{Index: 1 + i, FSType: "ext4"}
+		if caps.DiskSerials {
+			d = vmconfig.Disk{Serial: VolumeSerial(i), FSType: "ext4"}
+		}
+		cfg.Mounts = append(cfg.Mounts, vmconfig.Mount{Disk: d, Target: v.Target, ReadOnly: v.ReadOnly})
+	}
 	return cfg
 }
 
@@ -52,10 +61,11 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 // image's own initrd, as falcosecurity/kernel-testing boots it (its /init ignores root=).
 const ForeignCmdline = "rw console=ttyS0"
 
-// VMMSpec is how the VMM runs m from dir: the root disk clone first, the initrd (ours with
-// the config layer, or the kernel image's own for a foreign machine), the console log, and
-// the NICs the network steps made.
-func VMMSpec(m *spec.Machine, dir string, k *assets.Kernel, store *assets.Store, nics []vmm.NIC) vmm.Spec {
+// VMMSpec is how the VMM runs m from dir: the root disk clone first, then the volumes in
+// m's order (named ones from volumesDir, host directories' drives from dir), the initrd
+// (ours with the config layer, or the kernel image's own for a foreign machine), the
+// console log, and the NICs the network steps made.
+func VMMSpec(m *spec.Machine, dir, volumesDir string, k *assets.Kernel, store *assets.Store, nics []vmm.NIC) vmm.Spec {
 	s := vmm.Spec{
 		ID:         m.ID,
 		Dir:        dir,
@@ -67,6 +77,14 @@ func VMMSpec(m *spec.Machine, dir string, k *assets.Kernel, store *assets.Store,
 		Disks:      []vmm.Disk{{Path: filepath.Join(dir, DiskFile), Serial: RootSerial}},
 		NICs:       nics,
 		ConsoleLog: filepath.Join(dir, ConsoleLog),
+	}
+	vols := &volume.Store{Dir: volumesDir}
+	for i, v := range m.Volumes {
+		d := vmm.Disk{Path: vols.DiskPath(v.Source), Serial: VolumeSerial(i), ReadOnly: v.ReadOnly}
+		if v.IsDir() {
+			d.Path = filepath.Join(dir, VolumeFile(i))
+		}
+		s.Disks = append(s.Disks, d)
 	}
 	if m.Mode == spec.ModeForeign {
 		// Their initrd loads virtio_mmio (not virtio_pci) and mounts /dev/vda: the root disk

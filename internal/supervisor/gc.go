@@ -138,6 +138,9 @@ func (h *Host) GC() ([]string, error) {
 			report = append(report, fmt.Sprintf("process %d: VMM of vm %s without a supervisor; killed", p.Pid, filepath.Base(p.VMDir)))
 		}
 	}
+	// A lost VM's volume locks died with its supervisor; what is left is debris of a volume
+	// create or rm that was killed, and users entries of dead VMs.
+	report = append(report, h.Volumes().Clean()...)
 	return report, nil
 }
 

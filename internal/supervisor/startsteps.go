@@ -57,7 +57,7 @@ func listenAPI(_ context.Context, vm *VM) (err error) {
 func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
-	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.kernel, vm.Store, vm.nics()))
+	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.VolumesDir, vm.kernel, vm.Store, vm.nics()))
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ type Steps []Step
 // replace or remove steps by these names.
 const (
 	StepCloneRootfs     = "clone-rootfs"
+	StepAttachVolumes   = "attach-volumes"
 	StepPrepareDisk     = "prepare-disk"
 	StepRecordNetwork   = "record-network"
 	StepPrepareHost     = "prepare-host"
@@ -41,6 +42,9 @@ const (
 func DefaultSteps() Steps {
 	return Steps{
 		{Name: StepCloneRootfs, Do: cloneRootfs, Undo: removeFile(DiskFile)},
+		// Named volumes stay locked for the VM's life; the kernel drops the locks if the
+		// supervisor dies, so gc has nothing to release.
+		{Name: StepAttachVolumes, Do: attachVolumes, Undo: detachVolumes},
 		// Edits of the never-booted clone for a foreign guest; removing the clone undoes them.
 		{Name: StepPrepareDisk, Do: prepareDisk, Undo: unrecordHostKeys},
 		// Recorded before anything exists: if the supervisor dies at any later point, gc

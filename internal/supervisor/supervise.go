@@ -69,7 +69,7 @@ func (h *Host) NewVM(st *state.Store, rec *state.VM) (*VM, error) {
 	}
 	return &VM{
 		Machine: m, Dir: rec.Dir, Store: store, Backend: backend, State: st,
-		Log: h.Log.With("vm", m.ID), NetworkDB: h.NetworkDB(), kernel: k,
+		Log: h.Log.With("vm", m.ID), NetworkDB: h.NetworkDB(), VolumesDir: h.VolumesDir(), kernel: k,
 	}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/vmm"
+	"github.com/firegopher/firegopher/internal/volume"
 )
 
 // RootSerial is the root disk's virtio serial where the backend can set one.
@@ -47,6 +48,8 @@ type VM struct {
 	Log     *slog.Logger
 	// NetworkDB is the address allocator's database.
 	NetworkDB string
+	// VolumesDir holds the named volumes (volume.Store).
+	VolumesDir string
 
 	kernel   *assets.Kernel
 	net      netState
@@ -55,6 +58,10 @@ type VM struct {
 	instance vmm.Instance
 	guest    *agent.Conn
 	guestRaw net.Conn
+
+	// volumes are the named volumes held, volumeFiles the host directories' drives built.
+	volumes     []*volume.Attachment
+	volumeFiles []string
 }
 
 // ID is the machine's id.

@@ -77,7 +77,9 @@ type Config struct {
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
 	// Files are written into the root filesystem by init, inside the guest: the host never
 	// mounts a guest disk.
-	Files   []File   `json:"files,omitempty"`
+	Files []File `json:"files,omitempty"`
+	// Mounts are volumes: disks besides the root, mounted by init in the real root.
+	Mounts  []Mount  `json:"mounts,omitempty"`
 	Network *Network `json:"network,omitempty"`
 	// Stdin gives the workload a stdin fed by the host (else /dev/null); TTY gives it a
 	// pseudo-terminal of that size, resized by the host's KindResize frames.
@@ -89,6 +91,14 @@ type Config struct {
 type Terminal struct {
 	Rows uint16 `json:"rows"`
 	Cols uint16 `json:"cols"`
+}
+
+// Mount is a disk init mounts at Target (created if missing) once the root is in place,
+// read-only when ReadOnly.
+type Mount struct {
+	Disk     Disk   `json:"disk"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"read_only,omitempty"`
 }
 
 // Rlimit is a resource limit of the workload ("nofile", "nproc", "core", "memlock", "stack").
@@ -160,6 +170,9 @@ func (c *Config) Validate() error {
 	if c.Root.FSType == "" {
 		return errors.New("config: root.fstype: empty")
 	}
+	if err := c.validateMounts(); err != nil {
+		return err
+	}
 	for _, kv := range c.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return fmt.Errorf("config: env: %q is not KEY=VALUE", kv)
@@ -206,6 +219,38 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func (c *Config) validateMounts() error {
+	disks := map[Disk]bool{c.Root.key(): true}
+	targets := map[string]bool{}
+	for _, m := range c.Mounts {
+		d := m.Disk
+		switch {
+		case len(d.Serial) > MaxSerial:
+			return fmt.Errorf("config: mounts: %s: serial %q is longer than %d bytes", m.Target, d.Serial, MaxSerial)
+		case d.Serial == "" && d.Index < 0:
+			return fmt.Errorf("config: mounts: %s: index %d is negative", m.Target, d.Index)
+		case d.FSType == "":
+			return fmt.Errorf("config: mounts: %s: fstype: empty", m.Target)
+		case !path.IsAbs(m.Target) || path.Clean(m.Target) != m.Target || m.Target == "/":
+			return fmt.Errorf("config: mounts: target %q must be absolute, clean and not /", m.Target)
+		case targets[m.Target]:
+			return fmt.Errorf("config: mounts: two mounts on %s", m.Target)
+		case disks[d.key()]:
+			return fmt.Errorf("config: mounts: %s: its disk (serial %q, index %d) is the root's or another mount's", m.Target, d.Serial, d.Index)
+		}
+		targets[m.Target], disks[d.key()] = true, true
+	}
+	return nil
+}
+
+// key identifies the device a Disk names: its serial, else its index.
+func (d Disk) key() Disk {
+	if d.Serial != "" {
+		return Disk{Serial: d.Serial}
+	}
+	return Disk{Index: d.Index}
 }
 
 // Parse decodes and validates a config; unknown fields are errors so that a newer host

@@ -108,3 +108,51 @@ func TestLoadNamesTheFile(t *testing.T) {
 		t.Fatalf("got %+v %v", got, err)
 	}
 }
+
+func TestMounts(t *testing.T) {
+	c := valid()
+	c.Mounts = []Mount{
+		{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/data"},
+		{Disk: Disk{Serial: "vol1", FSType: "ext4"}, Target: "/srv", ReadOnly: true},
+	}
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(b)
+	if err != nil || len(got.Mounts) != 2 || got.Mounts[1] != c.Mounts[1] {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	// By position where the VMM sets no serials: the root is disk 0.
+	byIndex := valid()
+	byIndex.Root = Disk{FSType: "ext4"}
+	byIndex.Mounts = []Mount{{Disk: Disk{Index: 1, FSType: "ext4"}, Target: "/data"}}
+	if err := byIndex.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for want, mounts := range map[string][]Mount{
+		`mounts: target "data" must be absolute`:           {{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "data"}},
+		`mounts: target "/" must be absolute`:              {{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/"}},
+		`mounts: target "/a/../b" must be absolute`:        {{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/a/../b"}},
+		"mounts: /data: fstype: empty":                     {{Disk: Disk{Serial: "vol0"}, Target: "/data"}},
+		"mounts: /data: serial":                            {{Disk: Disk{Serial: strings.Repeat("v", 21), FSType: "ext4"}, Target: "/data"}},
+		"mounts: /data: index -1 is negative":              {{Disk: Disk{Index: -1, FSType: "ext4"}, Target: "/data"}},
+		`mounts: /data: its disk (serial "root", index 0)`: {{Disk: Disk{Serial: "root", FSType: "ext4"}, Target: "/data"}},
+		"mounts: two mounts on /data": {
+			{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/data"},
+			{Disk: Disk{Serial: "vol1", FSType: "ext4"}, Target: "/data"}},
+		`mounts: /b: its disk (serial "vol0", index 0) is the root's or another mount's`: {
+			{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/a"},
+			{Disk: Disk{Serial: "vol0", FSType: "ext4"}, Target: "/b"}},
+	} {
+		c := valid()
+		c.Mounts = mounts
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "config: "+want) {
+			t.Errorf("%+v: %v, want %q", mounts, err, want)
+		}
+	}
+	byIndex.Mounts[0].Disk.Index = 0
+	if err := byIndex.Validate(); err == nil || !strings.Contains(err.Error(), "the root's") {
+		t.Errorf("a mount of the root disk by index: %v", err)
+	}
+}
