@@ -135,7 +135,7 @@ func TestVolumesAreHeldForTheVMsLife(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = c.Run(context.Background(), nil, nil)
+		_, err = c.Run(context.Background(), Stdio{})
 		want := `attach-volumes: --volume: volume "data" is in use: attached to running VM ` + m.ID + ` (read-write)`
 		if err == nil || err.Error() != want {
 			t.Errorf("second VM with %s: %v\nwant %s", flag, err, want)

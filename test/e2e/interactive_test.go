@@ -118,9 +118,9 @@ func (tm *tmux) waitFor(s string, d time.Duration) {
 
 func TestRunInteractiveTerminal(t *testing.T) {
 	dir := t.TempDir()
-	script := fmt.Sprintf(`stty -a > %[1]s/before; firegopher run -it -- sh; echo "EXIT=$?" > %[1]s/exit; stty -a > %[1]s/after; sleep 600`, dir)
+	script := fmt.Sprintf(`stty -a > %[1]s/before; firegopher run -it -e PS1=guest-prompt: -- sh; echo "EXIT=$?" > %[1]s/exit; stty -a > %[1]s/after; sleep 600`, dir)
 	tm := newTmux(t, 100, 30, "sh -c '"+script+"'")
-	tm.waitFor("# ", 2*time.Minute) // the guest shell's prompt
+	tm.waitFor("guest-prompt:", 2*time.Minute) // the guest shell's prompt
 	tm.keys("echo hel''lo-from-the-guest", "Enter")
 	tm.waitFor("hello-from-the-guest", 30*time.Second)
 	tm.keys("stty size", "Enter")
@@ -190,8 +190,8 @@ func TestExecAndAttachInATerminal(t *testing.T) {
 		t.Fatalf("the VM did not survive a detach: %s", r)
 	}
 	// exec -it: a shell of its own beside the workload.
-	tm2 := newTmux(t, 90, 25, "sh -c 'firegopher exec -it attach-me sh; echo EXEC-ENDED:$?; sleep 600'")
-	tm2.waitFor("# ", time.Minute)
+	tm2 := newTmux(t, 90, 25, "sh -c 'firegopher exec -it -e PS1=exec-prompt: attach-me sh; echo EXEC-ENDED:$?; sleep 600'")
+	tm2.waitFor("exec-prompt:", time.Minute)
 	tm2.keys("stty size; exit 4", "Enter")
 	tm2.waitFor("25 90", 30*time.Second)
 	tm2.waitFor("EXEC-ENDED:4", 30*time.Second)
