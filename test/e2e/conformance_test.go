@@ -20,8 +20,19 @@ import (
 )
 
 // TestQEMUConformance runs the vmm seam's conformance suite against QEMU with real boots of
-// the default kernel and image under our init.
+// the default kernel and image under our init: q35 with virtio-pci, and microvm with
+// virtio-mmio (the machine kernel-testing's guests need, told the TSC rate under TCG).
 func TestQEMUConformance(t *testing.T) {
+	for _, mmio := range []bool{false, true} {
+		name := "q35"
+		if mmio {
+			name = "microvm"
+		}
+		t.Run(name, func(t *testing.T) { qemuConformance(t, mmio) })
+	}
+}
+
+func qemuConformance(t *testing.T, mmio bool) {
 	backend, err := qemu.New("")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +71,7 @@ func TestQEMUConformance(t *testing.T) {
 				Kernel: store.Path(k.Vmlinux), Initrd: ird, Cmdline: supervisor.Cmdline,
 				Disks:      []vmm.Disk{{Path: rootfs, Serial: supervisor.RootSerial}},
 				ConsoleLog: filepath.Join(dir, supervisor.ConsoleLog),
+				MMIO:       mmio,
 			}
 		},
 	})
