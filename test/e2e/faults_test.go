@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -34,6 +35,12 @@ func TestFaultInjection(t *testing.T) {
 	}
 	survivor := strings.TrimSpace(string(r.stdout))
 	t.Cleanup(func() { n.fg(t, "rm", "-f", survivor) })
+	// Every victim has a volume attached read-write: a kill anywhere must free it.
+	vol := fmt.Sprintf("faults-%d", os.Getpid())
+	if r := firegopher(t, "volume", "create", vol, "--size", "64M"); r.code != 0 {
+		t.Fatalf("volume create: %s", r)
+	}
+	t.Cleanup(func() { firegopher(t, "volume", "rm", vol) })
 
 	for i := 0; i < 6; i++ {
 		target := []string{"cli", "supervisor", "vmm"}[rng.Intn(3)]
@@ -43,7 +50,7 @@ func TestFaultInjection(t *testing.T) {
 		case "cli":
 			// A foreground run: the CLI is the supervisor; killed anywhere from flag parsing
 			// to a running workload.
-			cmd := exec.Command("ip", "netns", "exec", n.host, filepath.Join(binDir, "firegopher"), "run", "--net", "--", "sleep", "600")
+			cmd := exec.Command("ip", "netns", "exec", n.host, filepath.Join(binDir, "firegopher"), "run", "--net", "-v", vol+":/data", "--", "sleep", "600")
 			cmd.Env = append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -53,7 +60,7 @@ func TestFaultInjection(t *testing.T) {
 			cmd.Wait()
 			// `ip netns exec` execs firegopher in place, so the kill reached firegopher itself.
 		case "supervisor", "vmm":
-			r := n.fg(t, "run", "-d", "--net", "--", "sleep", "600")
+			r := n.fg(t, "run", "-d", "--net", "-v", vol+":/data", "--", "sleep", "600")
 			if r.code != 0 {
 				t.Fatalf("run -d: %s", r)
 			}
@@ -82,6 +89,16 @@ func TestFaultInjection(t *testing.T) {
 			t.Fatalf("gc: %s", r)
 		}
 		assertOnlySurvivorLeft(t, n, survivor)
+		var vols []struct {
+			Name  string
+			Users []any
+		}
+		json.Unmarshal(firegopher(t, "volume", "ls", "--json").stdout, &vols)
+		for _, v := range vols {
+			if v.Name == vol && len(v.Users) != 0 {
+				t.Fatalf("the volume is still attached after the kill and gc: %+v", v)
+			}
+		}
 	}
 	if r := n.fg(t, "exec", survivor, "--", "true"); r.code != 0 {
 		t.Fatalf("the live VM does not answer after the faults and gc: %s", r)
