@@ -132,3 +132,48 @@ func AcceptControl(ctx context.Context, ln net.Listener, p *Process) (net.Conn, 
 		return nil, fmt.Errorf("the guest did not connect: %w", ctx.Err())
 	}
 }
+
+// Running is what every backend's Instance shares: the VMM process, the listener the guest's
+// control connection arrives on (nil for a guest without one), and the end of both. A
+// backend embeds it and adds Wait's wording and Shutdown.
+type Running struct {
+	Proc    *Process
+	control net.Listener
+	ended   chan struct{} // closed once the process has exited and cleanup has run
+}
+
+// Run starts watching proc: when it exits, the control listener is closed (which removes
+// its socket file) and cleanup (may be nil) removes the backend's other files.
+func Run(proc *Process, control net.Listener, cleanup func()) *Running {
+	r := &Running{Proc: proc, control: control, ended: make(chan struct{})}
+	go func() {
+		<-proc.Done()
+		if control != nil {
+			control.Close()
+		}
+		if cleanup != nil {
+			cleanup()
+		}
+		close(r.ended)
+	}()
+	return r
+}
+
+func (r *Running) Pid() int { return r.Proc.Pid() }
+
+func (r *Running) Kill() error { return r.Proc.Kill() }
+
+// Control waits for the guest's control connection.
+func (r *Running) Control(ctx context.Context) (net.Conn, error) {
+	if r.control == nil {
+		return nil, ErrNoControl
+	}
+	return AcceptControl(ctx, r.control, r.Proc)
+}
+
+// Ended waits until the process has exited and its files are gone, and returns its exit
+// error (nil for status 0).
+func (r *Running) Ended() error {
+	<-r.ended
+	return r.Proc.Err()
+}

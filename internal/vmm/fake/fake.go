@@ -57,68 +57,45 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		}
 		prog = exe
 	}
-	inst := &instance{ended: make(chan struct{})}
+	var control net.Listener
 	sock := filepath.Join(spec.Dir, ControlSocket)
 	if !spec.NoControl {
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
+		var err error
+		if control, err = net.Listen("unix", sock); err != nil {
 			return nil, fmt.Errorf("fake: control socket: %w", err)
 		}
-		inst.control = ln
 	}
 	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		inst.closeControl()
-		return nil, err
+	if err == nil {
+		var proc *vmm.Process
+		proc, err = vmm.StartProcess(spec, prog, []string{"-test.run=^$"}, console,
+			GuestEnv+"=1", controlEnv+"="+sock, initrdEnv+"="+spec.Initrd)
+		if err == nil {
+			return &instance{vmm.Run(proc, control, nil)}, nil
+		}
 	}
-	inst.proc, err = vmm.StartProcess(spec, prog, []string{"-test.run=^$"}, console,
-		GuestEnv+"=1", controlEnv+"="+sock, initrdEnv+"="+spec.Initrd)
-	if err != nil {
-		inst.closeControl()
-		return nil, err
+	if control != nil {
+		control.Close()
 	}
-	go func() { <-inst.proc.Done(); inst.closeControl(); close(inst.ended) }()
-	return inst, nil
+	return nil, err
 }
 
-type instance struct {
-	proc    *vmm.Process
-	control net.Listener
-	ended   chan struct{} // closed once the process has exited and its socket is gone
-}
-
-func (i *instance) closeControl() {
-	if i.control != nil {
-		i.control.Close()
-	}
-}
-
-func (i *instance) Pid() int { return i.proc.Pid() }
-
-func (i *instance) Control(ctx context.Context) (net.Conn, error) {
-	if i.control == nil {
-		return nil, vmm.ErrNoControl
-	}
-	return vmm.AcceptControl(ctx, i.control, i.proc)
-}
+type instance struct{ *vmm.Running }
 
 // Wait: the helper exits 0 where a guest would reboot; anything else is a crash.
 func (i *instance) Wait() error {
-	<-i.ended
-	if err := i.proc.Err(); err != nil {
+	if err := i.Ended(); err != nil {
 		return fmt.Errorf("fake: %w", err)
 	}
 	return nil
 }
 
-func (i *instance) Kill() error { return i.proc.Kill() }
-
 // Shutdown is Ctrl-Alt-Del, which init turns into SIGINT to itself: the helper gets SIGINT.
 func (i *instance) Shutdown(ctx context.Context) error {
-	if err := i.proc.Signal(syscall.SIGINT); err != nil {
+	if err := i.Proc.Signal(syscall.SIGINT); err != nil {
 		return err
 	}
-	if err := i.proc.WaitOrKill(ctx); err != nil {
+	if err := i.Proc.WaitOrKill(ctx); err != nil {
 		return errors.Join(errors.New("fake: the guest did not stop; killed"), err)
 	}
 	return nil

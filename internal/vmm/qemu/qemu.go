@@ -223,56 +223,38 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	inst := &instance{spec: spec, stderrPath: spec.ConsoleLog + StderrSuffix, ended: make(chan struct{})}
+	var control net.Listener
 	if !spec.NoControl {
-		ln, err := net.Listen("unix", filepath.Join(spec.Dir, ControlSocket))
-		if err != nil {
+		var err error
+		if control, err = net.Listen("unix", filepath.Join(spec.Dir, ControlSocket)); err != nil {
 			return nil, fmt.Errorf("qemu: control socket: %w", err)
 		}
-		inst.control = ln
 	}
+	qmp := filepath.Join(spec.Dir, QMPSocket)
+	inst := &instance{qmp: qmp, stderrPath: spec.ConsoleLog + StderrSuffix}
 	stderr, err := os.OpenFile(inst.stderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		inst.removeFiles()
-		return nil, err
+	if err == nil {
+		var proc *vmm.Process
+		if proc, err = vmm.StartProcess(spec, b.Path, b.Args(spec), stderr); err == nil {
+			inst.Running = vmm.Run(proc, control, func() { os.Remove(qmp) })
+			return inst, nil
+		}
 	}
-	inst.proc, err = vmm.StartProcess(spec, b.Path, b.Args(spec), stderr)
-	if err != nil {
-		inst.removeFiles()
-		return nil, err
+	if control != nil {
+		control.Close()
 	}
-	go func() { <-inst.proc.Done(); inst.removeFiles(); close(inst.ended) }()
-	return inst, nil
+	return nil, err
 }
 
+// instance is a running QEMU; the stderr log stays with the VM after it ends.
 type instance struct {
-	spec       vmm.Spec
-	proc       *vmm.Process
-	control    net.Listener
+	*vmm.Running
+	qmp        string
 	stderrPath string
-	ended      chan struct{} // closed once the process has exited and its files are gone
-}
-
-func (i *instance) Pid() int { return i.proc.Pid() }
-
-func (i *instance) Control(ctx context.Context) (net.Conn, error) {
-	if i.control == nil {
-		return nil, vmm.ErrNoControl
-	}
-	return vmm.AcceptControl(ctx, i.control, i.proc)
-}
-
-// removeFiles removes the sockets the instance made; the stderr log stays with the VM.
-func (i *instance) removeFiles() {
-	if i.control != nil {
-		i.control.Close() // a Unix listener removes its socket file on Close
-	}
-	os.Remove(filepath.Join(i.spec.Dir, QMPSocket))
 }
 
 func (i *instance) Wait() error {
-	<-i.ended
-	if err := i.proc.Err(); err != nil {
+	if err := i.Ended(); err != nil {
 		msg, _ := os.ReadFile(i.stderrPath)
 		if s := strings.TrimSpace(string(msg)); s != "" {
 			return fmt.Errorf("qemu: %v: %s", err, strings.Join(logtail.Lines(s, 3), " | "))
@@ -282,21 +264,19 @@ func (i *instance) Wait() error {
 	return nil
 }
 
-func (i *instance) Kill() error { return i.proc.Kill() }
-
 // Shutdown presses Ctrl-Alt-Del on the guest's keyboard through QMP: our init (which turned
 // the kernel's own Ctrl-Alt-Del handling off) stops its workload and reboots; systemd
 // reboots. -no-reboot turns the reboot into QEMU's exit.
 func (i *instance) Shutdown(ctx context.Context) error {
-	if i.proc.Exited() {
+	if i.Proc.Exited() {
 		return nil
 	}
-	if err := sendCtrlAltDel(ctx, filepath.Join(i.spec.Dir, QMPSocket)); err != nil && !i.proc.Exited() {
-		i.proc.Kill()
-		<-i.proc.Done()
+	if err := sendCtrlAltDel(ctx, i.qmp); err != nil && !i.Proc.Exited() {
+		i.Proc.Kill()
+		<-i.Proc.Done()
 		return fmt.Errorf("qemu: Ctrl-Alt-Del: %w; killed", err)
 	}
-	return i.proc.WaitOrKill(ctx)
+	return i.Proc.WaitOrKill(ctx)
 }
 
 // sendCtrlAltDel speaks just enough QMP: greeting, capabilities, one send-key.
