@@ -25,11 +25,14 @@ func TestParseDetachKeys(t *testing.T) {
 
 func TestDetachReader(t *testing.T) {
 	keys := []byte("\x10\x11")
-	for _, tc := range []struct{ in, out string; detached bool }{
+	for _, tc := range []struct {
+		in, out  string
+		detached bool
+	}{
 		{"hello", "hello", false},
 		{"ab\x10\x11cd", "ab", true},
 		{"a\x10b\x10\x11", "a\x10b", true}, // a false start is passed on
-		{"x\x10", "x\x10", false},         // unfinished at EOF: data
+		{"x\x10", "x\x10", false},          // unfinished at EOF: data
 		{"\x10\x10\x11", "\x10", true},
 	} {
 		// One byte at a time too: the sequence may straddle reads.
