@@ -23,8 +23,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(pushHelperEnv) != "" {
-		os.Exit(m.Run()) // re-executed inside a test's namespace only to push an image
+	if spec := os.Getenv(pushHelperEnv); spec != "" {
+		// Re-executed inside a test's namespace only to push an image there.
+		if err := pushLayout(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "push:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	if err := setup(); err != nil {
 		fmt.Fprintf(os.Stderr, "\ne2e: CANNOT RUN: %v\n\n", err)

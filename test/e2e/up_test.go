@@ -30,37 +30,31 @@ import (
 
 const pushHelperEnv = "FIREGOPHER_E2E_PUSH" // "LAYOUT=REF": this binary pushes, inside the namespace
 
-// TestHelperPushLayout is not a test: re-executed inside the test's namespace with
-// pushHelperEnv set, it pushes an OCI layout to the registry there.
-func TestHelperPushLayout(t *testing.T) {
-	spec := os.Getenv(pushHelperEnv)
-	if spec == "" {
-		return
-	}
+// pushLayout is what this test binary does when re-executed inside a test's namespace with
+// pushHelperEnv ("LAYOUT=REF") set: push an OCI layout's image to the registry there.
+func pushLayout(spec string) error {
 	dir, refStr, _ := strings.Cut(spec, "=")
 	p, err := layout.FromPath(dir)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	idx, err := p.ImageIndex()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	m, err := idx.IndexManifest()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	img, err := idx.Image(m.Manifests[0].Digest)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ref, err := name.ParseReference(refStr, name.Insecure)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	return remote.Write(ref, img)
 }
 
 // nsPush pushes img to ref from inside namespace ns (where the registry listens).
@@ -74,7 +68,7 @@ func nsPush(t *testing.T, ns string, img v1.Image, ref string) {
 	if err := p.AppendImage(img); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperPushLayout$", "-test.count=1")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
 	cmd.Env = append(os.Environ(), pushHelperEnv+"="+dir+"="+ref)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("push %s: %v\n%s", ref, err, out)
