@@ -47,7 +47,7 @@ ratio=$(awk -v o="$o" -v b="$b" 'BEGIN {printf "%.2f", o/b}')
   echo "| what | median ms |"
   echo "| --- | ---: |"
   echo "| bare qemu-system-x86_64, same vmlinux, busybox initrd that powers off | $b |"
-  echo "| \`firegopher run -- true\` (clone rootfs, initrd, boot, modules, switch root, run, report, power off) | $o |"
+  echo "| \`firegopher run -- true\` (clone rootfs, initrd, boot, modules, switch root, run, report, reboot) | $o |"
   echo "| **ratio firegopher / bare VMM** | **$ratio** |"
   echo
 } | tee -a bench/boot/RESULTS.md
