@@ -291,6 +291,10 @@ func fakeFirecrackerMain(args []string) int {
 
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeEnv) == "1" {
+		if len(os.Args) == 2 && os.Args[1] == "--version" {
+			fmt.Printf("Firecracker v1.16.1\n\n")
+			os.Exit(0)
+		}
 		os.Exit(fakeFirecrackerMain(os.Args[1:]))
 	}
 	// Children started with os.Args[0] as the firecracker binary become the fake.

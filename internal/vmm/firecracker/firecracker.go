@@ -55,8 +55,10 @@ const (
 
 // Backend is the Firecracker VMM.
 type Backend struct {
-	Binary string        // firecracker
-	Jailer *JailerConfig // nil: no jailer
+	Binary string // firecracker
+	// Version is Binary's release; zero means it is read (`--version`) at the first Start.
+	Version Version
+	Jailer  *JailerConfig // nil: no jailer
 	// Steps configure the VM over the API; nil means DefaultSteps().
 	Steps Steps
 	// APITimeout bounds the wait for the API socket; zero means DefaultAPITimeout.
@@ -64,8 +66,9 @@ type Backend struct {
 	Logger     *slog.Logger // nil: slog.Default()
 }
 
-// New finds Firecracker; binary "" means DefaultBinary on $PATH.
-func New(binary string) (*Backend, error) {
+// New finds Firecracker (binary "" means DefaultBinary on $PATH), reads its version and
+// refuses a release outside the tested range.
+func New(ctx context.Context, binary string) (*Backend, error) {
 	if binary == "" {
 		binary = DefaultBinary
 	}
@@ -73,7 +76,42 @@ func New(binary string) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s not found: run firegopher firecracker install", binary)
 	}
-	return &Backend{Binary: path}, nil
+	v, err := ReadVersion(ctx, path, "Firecracker")
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckTested("firecracker", v); err != nil {
+		return nil, err
+	}
+	return &Backend{Binary: path, Version: v}, nil
+}
+
+// version is Binary's release, read once and checked against the tested range.
+func (b *Backend) version(ctx context.Context) (Version, error) {
+	if b.Version.IsZero() {
+		v, err := ReadVersion(ctx, b.Binary, "Firecracker")
+		if err != nil {
+			return Version{}, err
+		}
+		b.Version = v
+	}
+	return b.Version, CheckTested("firecracker", b.Version)
+}
+
+// checkKernel applies CheckKernel to spec's guest: the virtio_mmio module it would load
+// is the one its initrd lists (ours lists every module it loads).
+func checkKernel(v Version, spec vmm.Spec) error {
+	if !v.Less(ACPIDevices) {
+		return nil
+	}
+	var mod []byte
+	if spec.Initrd != "" {
+		var err error
+		if mod, err = MMIOModuleFromInitrd(spec.Initrd); err != nil {
+			return err
+		}
+	}
+	return CheckKernel(v, spec.Kernel, mod)
 }
 
 func (b *Backend) Name() string { return "firecracker" }
@@ -129,6 +167,13 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	// starts a process.
 	cfg, err := NewConfig(spec)
 	if err != nil {
+		return nil, err
+	}
+	v, err := b.version(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKernel(v, spec); err != nil {
 		return nil, err
 	}
 	sock := APISocketPath(spec)

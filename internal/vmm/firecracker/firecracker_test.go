@@ -266,7 +266,7 @@ func TestStartProcessExitsEarly(t *testing.T) {
 	if err != nil {
 		t.Skip("no false(1)")
 	}
-	_, err = (&Backend{Binary: falseBin}).Start(startCtx(t), testSpec(t, fakeOptions{}))
+	_, err = (&Backend{Binary: falseBin, Version: Version{1, 16, 1, ""}}).Start(startCtx(t), testSpec(t, fakeOptions{}))
 	if err == nil || !strings.Contains(err.Error(), "exited before its API came up") {
 		t.Fatalf("err %v", err)
 	}
@@ -415,10 +415,11 @@ func TestFakeAPIContract(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
-	if _, err := New("firecracker-does-not-exist-here"); err == nil || !strings.Contains(err.Error(), "run firegopher firecracker install") {
+	ctx := context.Background()
+	if _, err := New(ctx, "firecracker-does-not-exist-here"); err == nil || !strings.Contains(err.Error(), "run firegopher firecracker install") {
 		t.Errorf("missing binary: %v", err)
 	}
-	b, err := New(os.Args[0])
+	b, err := New(ctx, os.Args[0])
 	if err != nil {
 		t.Fatal(err)
 	}
