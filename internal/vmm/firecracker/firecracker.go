@@ -58,7 +58,9 @@ type Backend struct {
 	Binary string // firecracker
 	// Version is Binary's release; zero means it is read (`--version`) at the first Start.
 	Version Version
-	Jailer  *JailerConfig // nil: no jailer
+	// Jailer runs Firecracker jailed; nil runs it as we are (root, unconfined: tests and
+	// hosts without the jailer).
+	Jailer *Jailer
 	// Steps configure the VM over the API; nil means DefaultSteps().
 	Steps Steps
 	// APITimeout bounds the wait for the API socket; zero means DefaultAPITimeout.
@@ -154,19 +156,14 @@ func (b *Backend) Caps() vmm.Caps { return vmm.Caps{} }
 // maxUnixPath is sun_path's size less the terminating NUL.
 const maxUnixPath = 107
 
-// Start launches Firecracker, configures the VM through its API and boots it. ctx bounds the
-// start-up only; the VM outlives it. On any failure the process is killed and reaped.
+// Start launches Firecracker (under its jailer when b.Jailer is set), configures the VM
+// through its API and boots it. ctx bounds the start-up only; the VM outlives it. On any
+// failure the process is killed and reaped and what was prepared for it is removed.
 func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
-	if b.Jailer != nil {
-		// JailerArgs/ChrootFiles describe the jail; running it needs root and path
-		// rewriting that Start does not do yet.
-		return nil, errors.New("firecracker: starting under the jailer is not supported yet")
-	}
 	spec.Cmdline = b.Cmdline(spec)
 	// Everything the API will be sent is built and validated first, so a bad spec never
 	// starts a process.
-	cfg, err := NewConfig(spec)
-	if err != nil {
+	if _, err := NewConfig(spec); err != nil {
 		return nil, err
 	}
 	v, err := b.version(ctx)
@@ -176,68 +173,108 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	if err := checkKernel(v, spec); err != nil {
 		return nil, err
 	}
-	sock := APISocketPath(spec)
-	for _, p := range []string{sock, VsockPath(spec), ControlPath(spec)} {
-		if len(p) > maxUnixPath {
-			return nil, fmt.Errorf("firecracker: socket path %q: longer than %d bytes", p, maxUnixPath)
-		}
-		// Firecracker refuses to bind over a stale socket from an earlier run.
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("firecracker: %w", err)
+	log := b.logger().With("vm", spec.ID)
+	l := b.unjailed(spec)
+	if b.Jailer != nil {
+		if l, err = b.jailed(ctx, spec, v, log); err != nil {
+			return nil, err
 		}
 	}
-	inst := &instance{consolePath: spec.ConsoleLog, sock: sock, vsock: VsockPath(spec), ended: make(chan struct{})}
-	if !spec.NoControl {
-		if inst.control, err = net.Listen("unix", ControlPath(spec)); err != nil {
-			return nil, fmt.Errorf("firecracker: control socket: %w", err)
-		}
-	}
-	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	cfg, err := NewConfig(l.view)
 	if err != nil {
-		inst.removeFiles()
-		return nil, fmt.Errorf("firecracker: console log: %w", err)
-	}
-	// The serial console is Firecracker's stdout; its own log lines go to stderr. Both are
-	// the VM's story, so they share the console log.
-	inst.proc, err = vmm.StartProcess(spec, b.Binary, []string{"--api-sock", sock}, console)
-	if err != nil {
-		inst.removeFiles()
+		l.cleanup()
 		return nil, err
 	}
-	go func() { <-inst.proc.Done(); inst.removeFiles(); close(inst.ended) }()
-	log := b.logger().With("vm", spec.ID, "pid", inst.proc.Pid())
-	log.Debug("firecracker started", "binary", b.Binary, "api_sock", sock)
-
-	fail := func(err error) (vmm.Instance, error) {
-		inst.Kill()
-		<-inst.ended
-		log.Debug("firecracker killed after failed start", "error", err)
+	inst, err := b.launch(ctx, spec, l, log)
+	if err != nil {
 		return nil, err
 	}
-	timeout := b.APITimeout
-	if timeout <= 0 {
-		timeout = DefaultAPITimeout
-	}
-	if err := waitForAPI(ctx, sock, timeout, inst.proc.Done()); err != nil {
-		if inst.proc.Exited() {
-			return fail(fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog)))
-		}
-		return fail(fmt.Errorf("firecracker: %w", err))
-	}
-	api, tr := newAPIClient(sock)
+	api, tr := newAPIClient(l.apiSock)
 	defer tr.CloseIdleConnections()
 	steps := b.Steps
 	if steps == nil {
 		steps = DefaultSteps()
 	}
 	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return fail(fmt.Errorf("firecracker: %s: %w", s.Name, err))
+		if err == nil {
+			err = ctx.Err()
 		}
-		if err := s.Do(ctx, api, cfg); err != nil {
-			return fail(fmt.Errorf("firecracker: %s: %w", s.Name, err))
+		if err == nil {
+			err = s.Do(ctx, api, cfg)
+		}
+		if err != nil {
+			inst.Kill()
+			<-inst.ended
+			log.Debug("firecracker killed after failed start", "error", err)
+			return nil, fmt.Errorf("firecracker: %s: %w", s.Name, err)
 		}
 		log.Debug("firecracker step done", "step", s.Name)
+	}
+	return inst, nil
+}
+
+// launch starts the process of l and waits for its API. The instance's end (exit, then
+// l.cleanup) is set up before anything can fail, so every failure is undone the same way.
+func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slog.Logger) (*instance, error) {
+	fail := func(err error) (*instance, error) {
+		l.cleanup()
+		return nil, err
+	}
+	for _, p := range []string{l.apiSock, l.vsock, l.control} {
+		if len(p) > maxUnixPath {
+			return fail(fmt.Errorf("firecracker: socket path %q: longer than %d bytes", p, maxUnixPath))
+		}
+		// Firecracker refuses to bind over a stale socket from an earlier run.
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fail(fmt.Errorf("firecracker: %w", err))
+		}
+	}
+	inst := &instance{consolePath: spec.ConsoleLog, sock: l.apiSock, vsock: l.vsock, ended: make(chan struct{})}
+	if !spec.NoControl {
+		ln, err := net.Listen("unix", l.control)
+		if err != nil {
+			return fail(fmt.Errorf("firecracker: control socket: %w", err))
+		}
+		inst.control = ln
+		if l.ownControl != nil {
+			if err := l.ownControl(); err != nil {
+				ln.Close()
+				return fail(err)
+			}
+		}
+	}
+	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		inst.removeFiles()
+		return fail(fmt.Errorf("firecracker: console log: %w", err))
+	}
+	// The serial console is Firecracker's stdout; its own log lines go there too until a
+	// logger is configured. Both are the VM's story, so they share the console log.
+	inst.proc, err = startProcess(spec, l.path, l.args, console, l.newPIDNS)
+	if err != nil {
+		inst.removeFiles()
+		return fail(err)
+	}
+	go func() {
+		<-inst.proc.Done()
+		inst.removeFiles()
+		l.cleanup()
+		close(inst.ended)
+	}()
+	log = log.With("pid", inst.proc.Pid())
+	log.Debug("firecracker started", "path", l.path, "args", l.args)
+	timeout := b.APITimeout
+	if timeout <= 0 {
+		timeout = DefaultAPITimeout
+	}
+	if err := waitForAPI(ctx, l.apiSock, timeout, inst.proc.Done()); err != nil {
+		exited := inst.proc.Exited()
+		inst.Kill()
+		<-inst.ended
+		if exited {
+			return nil, fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog))
+		}
+		return nil, fmt.Errorf("firecracker: %w", err)
 	}
 	return inst, nil
 }
@@ -279,7 +316,7 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 }
 
 type instance struct {
-	proc        *vmm.Process
+	proc        *process
 	control     net.Listener
 	consolePath string
 	sock        string
@@ -293,7 +330,7 @@ func (i *instance) Control(ctx context.Context) (net.Conn, error) {
 	if i.control == nil {
 		return nil, vmm.ErrNoControl
 	}
-	return vmm.AcceptControl(ctx, i.control, i.proc)
+	return acceptControl(ctx, i.control, i.proc)
 }
 
 // removeFiles removes the sockets of this instance once Firecracker has gone.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Firecracker's command-line options: those taking a value, and flags.
@@ -78,6 +80,8 @@ func Main(version string) int {
 	srv := NewServer(prof, api, id, os.Stdout)
 	_, srv.EnablePCI = opts["enable-pci"]
 	srv.Logf("main", "Running Firecracker v%s", version)
+	// What a jailer handed over, for tests to check: nothing but stdio and no environment.
+	srv.Logf("main", "fctest: uid %d gid %d, %d environment variables, open fds %v", os.Getuid(), os.Getgid(), len(os.Environ()), openFDs())
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		srv.Logf("main", "Failed to open the API socket at %s: %v", sock, err)
@@ -160,7 +164,8 @@ func runGuest(srv *Server) int {
 	}
 	cmd := exec.Command(self)
 	cmd.Env = []string{guestEnv + "=" + encodeParams(p)}
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	// The console is the guest's: no /dev/null to open in a jail.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stdout
 	// The guest dies with the VMM. As root (no jail) it also gets a PID namespace of its
 	// own, so that its workload's processes die with it too, as a VM's would.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -187,4 +192,21 @@ func runGuest(srv *Server) int {
 	}()
 	cmd.Wait()
 	return 0
+}
+
+// openFDs lists the open descriptors below 256 (a jail has no /proc to list them from),
+// leaving out the Go runtime's own (its epoll and wakeup fds are anonymous inodes).
+func openFDs() []int {
+	var fds []int
+	for fd := 0; fd < 256; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			continue
+		}
+		var st unix.Statfs_t
+		if fd > 2 && unix.Fstatfs(fd, &st) == nil && st.Type == unix.ANON_INODE_FS_MAGIC {
+			continue
+		}
+		fds = append(fds, fd)
+	}
+	return fds
 }
