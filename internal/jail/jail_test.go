@@ -371,9 +371,13 @@ func TestRemoveCgroupOfAFakeCgroupFS(t *testing.T) {
 
 func TestProcesses(t *testing.T) {
 	proc := t.TempDir()
-	for pid, uid := range map[string]string{"1": "0", "42": "1900000001", "43": "1900000001", "44": "1900000002", "self": "1900000001"} {
+	for pid, uid := range map[string]string{"1": "0", "42": "1900000001", "43": "1900000001", "44": "1900000002", "45": "1900000001 zombie", "self": "1900000001"} {
+		state := "S (sleeping)"
+		if u, ok := strings.CutSuffix(uid, " zombie"); ok {
+			uid, state = u, "Z (zombie)"
+		}
 		os.MkdirAll(filepath.Join(proc, pid), 0o755)
-		os.WriteFile(filepath.Join(proc, pid, "status"), []byte("Name:\tfirecracker\nUid:\t"+uid+"\t"+uid+"\t"+uid+"\t"+uid+"\n"), 0o644)
+		os.WriteFile(filepath.Join(proc, pid, "status"), []byte("Name:\tfirecracker\nState:\t"+state+"\nUid:\t"+uid+"\t"+uid+"\t"+uid+"\t"+uid+"\n"), 0o644)
 	}
 	got, err := Processes(proc, Owner{UID: 1900000001, GID: 1900000001})
 	if err != nil || !reflect.DeepEqual(got, []int{42, 43}) {

@@ -26,33 +26,39 @@ func Processes(procRoot string, owner Owner) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		uid, err := realUID(filepath.Join(procRoot, e.Name(), "status"))
+		uid, zombie, err := realUID(filepath.Join(procRoot, e.Name(), "status"))
 		if err != nil {
 			continue // gone meanwhile
 		}
-		if uid == owner.UID {
+		if uid == owner.UID && !zombie {
 			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
 }
 
-func realUID(status string) (int, error) {
+// realUID reads a process's real uid, and whether it is a zombie (dead, not yet reaped:
+// nothing left to kill).
+func realUID(status string) (uid int, zombie bool, err error) {
 	f, err := os.Open(status)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "State:"); ok {
+			zombie = strings.HasPrefix(strings.TrimSpace(rest), "Z")
+		}
 		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
 			fields := strings.Fields(rest)
 			if len(fields) > 0 {
-				return strconv.Atoi(fields[0])
+				uid, err := strconv.Atoi(fields[0])
+				return uid, zombie, err
 			}
 		}
 	}
-	return 0, errors.New("no Uid line")
+	return 0, false, errors.New("no Uid line")
 }
 
 // Kill sends SIGKILL to every process of owner (see Processes) and returns how many it

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -210,4 +212,102 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 		ownControl: func() error { return j.Own(fmt.Sprintf("%s_%d", jailVsock, ControlVsockPort)) },
 		cleanup:    cleanup,
 	}, nil
+}
+
+// Jails lists the ids of every VM this jailer has something of: an owner allocated or a
+// chroot under Base. gc compares it with the VMs it knows alive and Reclaims the rest.
+func (jr *Jailer) Jails() ([]string, error) {
+	seen := map[string]bool{}
+	var ids []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	list, err := jr.Owners.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, al := range list {
+		add(al.ID)
+	}
+	base, err := filepath.EvalSymlinks(jr.Base)
+	if errors.Is(err, os.ErrNotExist) {
+		return ids, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(base, jail.ExecName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.IsDir() && jail.ValidateID(e.Name()) == nil {
+			add(e.Name())
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Reclaim removes everything of VM id's jail after a crash (ours or the VM's): it kills
+// the jail's processes (a jailed Firecracker outlives its supervisor: setuid cleared its
+// parent-death signal) and waits for them to go, then removes its cgroup and chroot and
+// releases its owner. Call it only for a VM known not to be running under a live
+// supervisor. Safe to repeat.
+func (jr *Jailer) Reclaim(ctx context.Context, id string) error {
+	if err := jail.ValidateID(id); err != nil {
+		return err
+	}
+	base, err := filepath.EvalSymlinks(jr.Base)
+	if err != nil {
+		return fmt.Errorf("firecracker: jail base: %w", err)
+	}
+	al, held, err := jr.Owners.Lookup(id)
+	if err != nil {
+		return err
+	}
+	j := &jail.Jail{Base: base, ExecFile: jail.ExecName, ID: id, Owner: al.Owner}
+	if held {
+		if err := killAll(ctx, "/proc", al.Owner); err != nil {
+			return err
+		}
+	}
+	mounts := jr.Mounts
+	if mounts == "" {
+		mounts = jail.ProcMounts
+	}
+	if cgroups, err := jail.DetectCgroups(mounts); err == nil {
+		parent := jr.CgroupParent
+		if parent == "" {
+			parent = jail.DefaultParent
+		}
+		if err := cgroups.RemoveCgroup(ctx, parent, id); err != nil {
+			return err
+		}
+	}
+	if err := j.Remove(); err != nil {
+		return err
+	}
+	return jr.Owners.Release(id)
+}
+
+// killAll SIGKILLs owner's processes until none is left or ctx ends.
+func killAll(ctx context.Context, procRoot string, owner jail.Owner) error {
+	for {
+		n, err := jail.Kill(procRoot, owner)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("firecracker: processes of uid %d survive SIGKILL: %w", owner.UID, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -380,3 +380,47 @@ func TestJailerVersionMustMatch(t *testing.T) {
 		t.Fatalf("mixed releases: %v", err)
 	}
 }
+
+// TestReclaim is gc after a supervisor crash: the jailed Firecracker runs on (no
+// parent-death signal past the jailer's setuid); Reclaim kills it and removes its jail.
+func TestReclaim(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		b, jr := jailedBackend(t, rel, "")
+		spec := testSpec(t, "")
+		inst, err := b.Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitConsole(t, spec, "foreign init is running")
+		al, _, _ := jr.Owners.Lookup(spec.ID)
+		// A jail whose owner is already released (a cleanup cut short after Release).
+		orphan := filepath.Join(jr.Base, "firecracker", "orphan", "root")
+		os.MkdirAll(orphan, 0o700)
+
+		ids, err := jr.Jails()
+		if err != nil || strings.Join(ids, ",") != "orphan,"+spec.ID {
+			t.Fatalf("jails %q %v", ids, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, id := range ids {
+			if err := jr.Reclaim(ctx, id); err != nil {
+				t.Fatalf("reclaim %s: %v", id, err)
+			}
+		}
+		if pids, _ := jail.Processes("/proc", al.Owner); len(pids) > 0 {
+			t.Errorf("processes of the jail survive: %v", pids)
+		}
+		if err := inst.Wait(); err == nil {
+			t.Error("a reclaimed VM's Firecracker was killed, not ended cleanly")
+		}
+		if ids, _ := jr.Jails(); len(ids) != 0 {
+			t.Errorf("left after reclaim: %q", ids)
+		}
+		for _, id := range []string{spec.ID, "orphan"} {
+			if err := jr.Reclaim(ctx, id); err != nil {
+				t.Errorf("reclaim %s again: %v", id, err)
+			}
+		}
+	})
+}
