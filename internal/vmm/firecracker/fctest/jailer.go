@@ -95,7 +95,11 @@ func runJailer(version string) error {
 		return err
 	}
 	args := os.Args[1:]
-	if slices.Contains(args, "--version") {
+	own := args
+	if i := slices.Index(args, "--"); i >= 0 {
+		own = args[:i] // what follows is Firecracker's
+	}
+	if slices.Contains(own, "--version") {
 		fmt.Printf("Jailer v%s\n\n", version)
 		return nil
 	}
