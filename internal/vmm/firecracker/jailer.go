@@ -36,6 +36,10 @@ type Jailer struct {
 	Cgroups CgroupPolicy
 	// NoFile is --resource-limit no-file; 0 keeps the jailer's 2048.
 	NoFile int
+	// NetNS names the network namespace VM id's Firecracker joins (jail.NetNSPath, made by
+	// jail.CreateNetNS); nil or "" for none. The spec's TAPs are looked for in it, and are
+	// given to the jail's owner before the jailer starts.
+	NetNS func(id string) string
 }
 
 // CgroupPolicy says whether a VM runs without cgroup limits when the host cannot give
@@ -178,6 +182,19 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 			cleanup()
 		}
 	}()
+	var netnsPath string
+	if jr.NetNS != nil {
+		netnsPath = jr.NetNS(spec.ID)
+	}
+	for _, n := range spec.NICs {
+		if netnsPath == "" {
+			// Firecracker could open a host TAP, but only one anybody may attach to.
+			return nil, fmt.Errorf("firecracker: NIC %s: a jailed VM's TAP lives in its network namespace, and it has none", n.TAP)
+		}
+		if err := jail.SetTAPOwner(netnsPath, n.TAP, owner); err != nil {
+			return nil, fmt.Errorf("firecracker: NIC %s: %w", n.TAP, err)
+		}
+	}
 	view := spec
 	view.Dir = "/"
 	if view.Kernel, err = j.Place(spec.Kernel, jailKernel, jail.Shared); err != nil {
@@ -201,7 +218,7 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 	return &launch{
 		path: jr.Binary,
 		args: j.JailerArgs(jail.Args{
-			Cgroup: cgArgs, NoFile: jr.NoFile,
+			Cgroup: cgArgs, NoFile: jr.NoFile, NetNS: netnsPath,
 			Firecracker: []string{"--api-sock", jailAPISocket},
 		}),
 		newPIDNS:   true,

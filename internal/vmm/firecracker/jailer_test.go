@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firecracker-microvm/firecracker-go-sdk/client/operations"
+
 	"github.com/firegopher/firegopher/internal/jail"
+	"github.com/firegopher/firegopher/internal/testutil/nstest"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
 	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
@@ -231,13 +235,21 @@ func TestJailedStartFailureLeavesNothing(t *testing.T) {
 	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
 		b, jr := jailedBackend(t, rel, "")
 		spec := testSpec(t, "")
-		// Firecracker refuses the NIC (no such TAP) after the jail is ready and running.
-		spec.NICs = []vmm.NIC{{TAP: "fctestnotap0", MAC: "02:fc:00:00:00:01"}}
-		if _, err := b.Start(startCtx(t), spec); err == nil || !strings.Contains(err.Error(), "Open tap device failed") {
-			t.Fatalf("start with a missing TAP: %v", err)
+		// A step fails after the jailed Firecracker is up and configured.
+		b.Steps = DefaultSteps().InsertBefore(StepInstanceStart, Step{Name: "refuse", Do: func(context.Context, operations.ClientIface, *Config) error {
+			return errors.New("refused by the test")
+		}})
+		if _, err := b.Start(startCtx(t), spec); err == nil || !strings.Contains(err.Error(), "refused by the test") {
+			t.Fatalf("start with a failing step: %v", err)
 		}
 		if pids := processesIn(t, jr.Base); len(pids) > 0 {
 			t.Errorf("processes %v outlived the failed start", pids)
+		}
+		// A NIC with no namespace to find its TAP in is refused before anything runs.
+		spec.NICs = []vmm.NIC{{TAP: jail.TAP, MAC: "02:fc:00:00:00:01"}}
+		b.Steps = nil
+		if _, err := b.Start(startCtx(t), spec); err == nil || !strings.Contains(err.Error(), "network namespace") {
+			t.Fatalf("a NIC without a namespace: %v", err)
 		}
 		if ents, _ := os.ReadDir(filepath.Join(jr.Base, "firecracker")); len(ents) != 0 {
 			t.Errorf("left in the jail base: %v", ents)
@@ -423,4 +435,85 @@ func TestReclaim(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestJailedNetwork: the VM's namespace with tap0 owned by the jail, joined by the jailer;
+// Firecracker (as the jail's uid, in that namespace) attaches tap0, and the guest's DHCP
+// discovery comes out of the host end of the veth, in a namespace of the test's own.
+func TestJailedNetwork(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		b, jr := jailedBackend(t, rel, "")
+		host := nstest.New(t, "fcnet")
+		spec := testSpec(t, "")
+		spec.ID = "vm-" + strconv.Itoa(rand.IntN(1e6))
+		hostIf := "fgt" + strconv.Itoa(rand.IntN(1e9))
+		const mac = "02:fc:00:00:00:2a"
+		spec.NICs = []vmm.NIC{{TAP: jail.TAP, MAC: mac}}
+		var n *jail.NetNS
+		var sock int
+		host.Run(t, func() error {
+			var err error
+			// The namespace name is the test's, so that parallel runs do not collide.
+			if n, err = jail.CreateNetNS("fgt-"+spec.ID, hostIf); err != nil {
+				return err
+			}
+			sock, err = packetSocket(hostIf)
+			return err
+		})
+		t.Cleanup(func() { host.Do(n.Remove) })
+		defer syscall.Close(sock)
+		jr.NetNS = func(id string) string {
+			if id != spec.ID {
+				t.Errorf("netns asked for %q", id)
+			}
+			return n.Path
+		}
+		inst, err := b.Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { inst.Kill(); inst.Wait() }()
+		if src, dport, err := readUDP(sock, 10*time.Second); err != nil || src != mac || dport != 67 {
+			console, _ := os.ReadFile(spec.ConsoleLog)
+			t.Fatalf("on %s: a frame from %s to port %d (%v), want the guest's DHCPDISCOVER from %s\nconsole:\n%s", hostIf, src, dport, err, mac, console)
+		}
+	})
+}
+
+// packetSocket receives every frame of ifname (in the calling thread's namespace).
+func packetSocket(ifname string) (int, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return -1, err
+	}
+	proto := uint16(syscall.ETH_P_ALL)<<8 | uint16(syscall.ETH_P_ALL)>>8
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(proto))
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// readUDP reads frames until an IPv4 UDP one, returning its source MAC and destination port.
+func readUDP(fd int, timeout time.Duration) (string, int, error) {
+	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
+	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return "", 0, err
+		}
+		f := buf[:n]
+		if n < 14+20+8 || f[12] != 0x08 || f[13] != 0x00 || f[14+9] != syscall.IPPROTO_UDP {
+			continue
+		}
+		ihl := int(f[14]&0x0f) * 4
+		return net.HardwareAddr(f[6:12]).String(), int(f[14+ihl+2])<<8 | int(f[14+ihl+3]), nil
+	}
+	return "", 0, errors.New("timed out")
 }

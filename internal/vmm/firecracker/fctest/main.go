@@ -150,6 +150,23 @@ func runGuest(srv *Server) int {
 	}
 	for _, n := range srv.nics {
 		p.NICs = append(p.NICs, n.HostDevName)
+		// The guest's first frames on each interface: its DHCP discovery, retransmitted
+		// as a client does (a bridge drops what a just-attached TAP sends until the link
+		// change has reached it, up to a second later).
+		if n.GuestMac != "" {
+			go func(tap *os.File, iface, mac string) {
+				for i := 0; i < 10; i++ {
+					if err := sendDiscover(tap, mac); err != nil {
+						srv.Logf("fc_vcpu 0", "fctest: %s: DHCPDISCOVER: %v", iface, err)
+						return
+					}
+					if i == 0 {
+						srv.Logf("fc_vcpu 0", "fctest: %s: the guest sends DHCPDISCOVERs from %s", iface, mac)
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+			}(n.tap, n.IfaceID, n.GuestMac)
+		}
 	}
 	if srv.vsock != nil {
 		p.Vsock = srv.vsock.UdsPath
