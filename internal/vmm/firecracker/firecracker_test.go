@@ -166,6 +166,7 @@ func TestStartWaitConfiguresInOrder(t *testing.T) {
 			"PUT /drives/fgroot",
 			"PUT /drives/fgscratch",
 			"PUT /vsock",
+			"PUT /entropy",
 			"PUT /actions",
 		}
 		if got := callPaths(calls); !reflect.DeepEqual(got, want) {
@@ -396,12 +397,12 @@ func TestCustomSteps(t *testing.T) {
 
 func TestStepsEditing(t *testing.T) {
 	def := DefaultSteps()
-	want := []string{StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepInstanceStart}
+	want := []string{StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepEntropy, StepInstanceStart}
 	if !reflect.DeepEqual(def.Names(), want) {
 		t.Fatalf("default %q", def.Names())
 	}
 	nop := func(context.Context, operations.ClientIface, *Config) error { return nil }
-	s := def.InsertAfter(StepBootSource, Step{"entropy", nop}).
+	s := def.Remove(StepEntropy).InsertAfter(StepBootSource, Step{"entropy", nop}).
 		InsertBefore(StepMachineConfig, Step{"logger", nop}).
 		InsertAfter("missing", Step{"last", nop}).
 		Remove(StepNetworkInterfaces).
