@@ -10,6 +10,16 @@
 // Disks: drive_id is Disk.Serial, but Firecracker answers virtio-blk GET_ID with an id built
 // from the backing file's st_dev/st_rdev/st_ino, not with drive_id, so the guest cannot find a
 // disk by its serial. Drives are attached in Spec.Disks order (/dev/vda, /dev/vdb, ...).
+//
+// Releases: 1.6.0 to 1.16.x (Version, CheckTested); before 1.8 the guest kernel must take
+// virtio_mmio.device= on its command line (CheckKernel), Start refuses otherwise.
+//
+// Jail: with Backend.Jailer set, each VM's Firecracker runs under the jailer (see Jailer and
+// package jail): its own uid/gid, a chroot holding links of the VM's files, every API body
+// naming in-jail paths, a PID namespace of its own in which it is pid 1 and still our child,
+// cgroup v2 limits, the VM's network namespace. All of it is removed when Firecracker exits,
+// or by Jailer.Reclaim after a crash. The tests run against doubles of both releases built
+// from fctest.
 package firecracker
 
 import (
