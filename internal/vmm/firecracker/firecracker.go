@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/firecracker-microvm/firecracker-go-sdk/client"
@@ -76,6 +77,8 @@ type Backend struct {
 	// APITimeout bounds the wait for the API socket; zero means DefaultAPITimeout.
 	APITimeout time.Duration
 	Logger     *slog.Logger // nil: slog.Default()
+
+	versionMu sync.Mutex // guards Version's detection: VMs may start in parallel
 }
 
 // New finds Firecracker (binary "" means DefaultBinary on $PATH), reads its version and
@@ -100,6 +103,8 @@ func New(ctx context.Context, binary string) (*Backend, error) {
 
 // version is Binary's release, read once and checked against the tested range.
 func (b *Backend) version(ctx context.Context) (Version, error) {
+	b.versionMu.Lock()
+	defer b.versionMu.Unlock()
 	if b.Version.IsZero() {
 		v, err := ReadVersion(ctx, b.Binary, "Firecracker")
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/firegopher/firegopher/internal/jail"
@@ -40,6 +41,28 @@ type Jailer struct {
 	// jail.CreateNetNS); nil or "" for none. The spec's TAPs are looked for in it, and are
 	// given to the jail's owner before the jailer starts.
 	NetNS func(id string) string
+
+	versionMu sync.Mutex // guards Version's detection
+}
+
+// version is the jailer's release, read once, checked against the tested range and fc's.
+func (jr *Jailer) version(ctx context.Context, fc Version) error {
+	jr.versionMu.Lock()
+	defer jr.versionMu.Unlock()
+	if jr.Version.IsZero() {
+		v, err := ReadVersion(ctx, jr.Binary, "Jailer")
+		if err != nil {
+			return err
+		}
+		jr.Version = v
+	}
+	if err := CheckTested("jailer", jr.Version); err != nil {
+		return err
+	}
+	if jr.Version != fc {
+		return fmt.Errorf("firecracker: jailer v%s and firecracker v%s come from different releases", jr.Version, fc)
+	}
+	return nil
 }
 
 // CgroupPolicy says whether a VM runs without cgroup limits when the host cannot give
@@ -103,16 +126,8 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 	if jr.Owners == nil || jr.Base == "" || jr.Binary == "" {
 		return nil, errors.New("firecracker: jailer: binary, base and owners are required")
 	}
-	if jr.Version.IsZero() {
-		if jr.Version, err = ReadVersion(ctx, jr.Binary, "Jailer"); err != nil {
-			return nil, err
-		}
-	}
-	if err := CheckTested("jailer", jr.Version); err != nil {
+	if err := jr.version(ctx, fcVersion); err != nil {
 		return nil, err
-	}
-	if jr.Version != fcVersion {
-		return nil, fmt.Errorf("firecracker: jailer v%s and firecracker v%s come from different releases", jr.Version, fcVersion)
 	}
 	if err := jail.ValidateID(spec.ID); err != nil {
 		return nil, fmt.Errorf("firecracker: %w", err)
