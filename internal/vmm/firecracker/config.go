@@ -19,6 +19,8 @@ type Config struct {
 	Drives  []*models.Drive
 	NICs    []*models.NetworkInterface
 	Vsock   *models.Vsock
+	// Entropy is the virtio-rng device (as QEMU's guests have one); nil for none.
+	Entropy *models.EntropyDevice
 }
 
 // NewConfig builds and validates the API bodies for spec.
@@ -40,6 +42,7 @@ func NewConfig(spec vmm.Spec) (*Config, error) {
 			GuestCid: ptr(int64(VsockGuestCID)),
 			UdsPath:  ptr(VsockPath(spec)),
 		},
+		Entropy: &models.EntropyDevice{},
 	}
 	seen := map[string]bool{}
 	for i, d := range spec.Disks {
@@ -143,10 +146,12 @@ const (
 	StepDrives            = "drives"
 	StepNetworkInterfaces = "network-interfaces"
 	StepVsock             = "vsock"
+	StepEntropy           = "entropy"
 	StepInstanceStart     = "instance-start"
 )
 
-// DefaultSteps is Start's sequence: machine config, boot source, drives, NICs, vsock, boot.
+// DefaultSteps is Start's sequence: machine config, boot source, drives, NICs, vsock,
+// entropy, boot.
 func DefaultSteps() Steps {
 	return Steps{
 		{StepMachineConfig, putMachineConfig},
@@ -154,6 +159,7 @@ func DefaultSteps() Steps {
 		{StepDrives, putDrives},
 		{StepNetworkInterfaces, putNICs},
 		{StepVsock, putVsock},
+		{StepEntropy, putEntropy},
 		{StepInstanceStart, instanceStart},
 	}
 }
@@ -263,6 +269,15 @@ func putVsock(ctx context.Context, api operations.ClientIface, cfg *Config) erro
 	}
 	p := operations.NewPutGuestVsockParamsWithContext(ctx).WithTimeout(requestTimeout).WithBody(cfg.Vsock)
 	_, err := api.PutGuestVsock(p)
+	return apiError(err)
+}
+
+func putEntropy(ctx context.Context, api operations.ClientIface, cfg *Config) error {
+	if cfg.Entropy == nil {
+		return nil
+	}
+	p := operations.NewPutEntropyDeviceParamsWithContext(ctx).WithTimeout(requestTimeout).WithBody(cfg.Entropy)
+	_, err := api.PutEntropyDevice(p)
 	return apiError(err)
 }
 

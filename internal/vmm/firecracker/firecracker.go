@@ -10,6 +10,16 @@
 // Disks: drive_id is Disk.Serial, but Firecracker answers virtio-blk GET_ID with an id built
 // from the backing file's st_dev/st_rdev/st_ino, not with drive_id, so the guest cannot find a
 // disk by its serial. Drives are attached in Spec.Disks order (/dev/vda, /dev/vdb, ...).
+//
+// Releases: 1.6.0 to 1.16.x (Version, CheckTested); before 1.8 the guest kernel must take
+// virtio_mmio.device= on its command line (CheckKernel), Start refuses otherwise.
+//
+// Jail: with Backend.Jailer set, each VM's Firecracker runs under the jailer (see Jailer and
+// package jail): its own uid/gid, a chroot holding links of the VM's files, every API body
+// naming in-jail paths, a PID namespace of its own in which it is pid 1 and still our child,
+// cgroup v2 limits, the VM's network namespace. All of it is removed when Firecracker exits,
+// or by Jailer.Reclaim after a crash. The tests run against doubles of both releases built
+// from fctest.
 package firecracker
 
 import (
@@ -23,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/firecracker-microvm/firecracker-go-sdk/client"
@@ -55,17 +66,24 @@ const (
 
 // Backend is the Firecracker VMM.
 type Backend struct {
-	Binary string        // firecracker
-	Jailer *JailerConfig // nil: no jailer
+	Binary string // firecracker
+	// Version is Binary's release; zero means it is read (`--version`) at the first Start.
+	Version Version
+	// Jailer runs Firecracker jailed; nil runs it as we are (root, unconfined: tests and
+	// hosts without the jailer).
+	Jailer *Jailer
 	// Steps configure the VM over the API; nil means DefaultSteps().
 	Steps Steps
 	// APITimeout bounds the wait for the API socket; zero means DefaultAPITimeout.
 	APITimeout time.Duration
 	Logger     *slog.Logger // nil: slog.Default()
+
+	versionMu sync.Mutex // guards Version's detection: VMs may start in parallel
 }
 
-// New finds Firecracker; binary "" means DefaultBinary on $PATH.
-func New(binary string) (*Backend, error) {
+// New finds Firecracker (binary "" means DefaultBinary on $PATH), reads its version and
+// refuses a release outside the tested range.
+func New(ctx context.Context, binary string) (*Backend, error) {
 	if binary == "" {
 		binary = DefaultBinary
 	}
@@ -73,7 +91,44 @@ func New(binary string) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s not found: run firegopher firecracker install", binary)
 	}
-	return &Backend{Binary: path}, nil
+	v, err := ReadVersion(ctx, path, "Firecracker")
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckTested("firecracker", v); err != nil {
+		return nil, err
+	}
+	return &Backend{Binary: path, Version: v}, nil
+}
+
+// version is Binary's release, read once and checked against the tested range.
+func (b *Backend) version(ctx context.Context) (Version, error) {
+	b.versionMu.Lock()
+	defer b.versionMu.Unlock()
+	if b.Version.IsZero() {
+		v, err := ReadVersion(ctx, b.Binary, "Firecracker")
+		if err != nil {
+			return Version{}, err
+		}
+		b.Version = v
+	}
+	return b.Version, CheckTested("firecracker", b.Version)
+}
+
+// checkKernel applies CheckKernel to spec's guest: the virtio_mmio module it would load
+// is the one its initrd lists (ours lists every module it loads).
+func checkKernel(v Version, spec vmm.Spec) error {
+	if !v.Less(ACPIDevices) {
+		return nil
+	}
+	var mod []byte
+	if spec.Initrd != "" {
+		var err error
+		if mod, err = MMIOModuleFromInitrd(spec.Initrd); err != nil {
+			return err
+		}
+	}
+	return CheckKernel(v, spec.Kernel, mod)
 }
 
 func (b *Backend) Name() string { return "firecracker" }
@@ -116,83 +171,125 @@ func (b *Backend) Caps() vmm.Caps { return vmm.Caps{} }
 // maxUnixPath is sun_path's size less the terminating NUL.
 const maxUnixPath = 107
 
-// Start launches Firecracker, configures the VM through its API and boots it. ctx bounds the
-// start-up only; the VM outlives it. On any failure the process is killed and reaped.
+// Start launches Firecracker (under its jailer when b.Jailer is set), configures the VM
+// through its API and boots it. ctx bounds the start-up only; the VM outlives it. On any
+// failure the process is killed and reaped and what was prepared for it is removed.
 func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error) {
-	if b.Jailer != nil {
-		// JailerArgs/ChrootFiles describe the jail; running it needs root and path
-		// rewriting that Start does not do yet.
-		return nil, errors.New("firecracker: starting under the jailer is not supported yet")
-	}
 	spec.Cmdline = b.Cmdline(spec)
 	// Everything the API will be sent is built and validated first, so a bad spec never
 	// starts a process.
-	cfg, err := NewConfig(spec)
+	if _, err := NewConfig(spec); err != nil {
+		return nil, err
+	}
+	v, err := b.version(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sock := APISocketPath(spec)
-	for _, p := range []string{sock, VsockPath(spec), ControlPath(spec)} {
-		if len(p) > maxUnixPath {
-			return nil, fmt.Errorf("firecracker: socket path %q: longer than %d bytes", p, maxUnixPath)
-		}
-		// Firecracker refuses to bind over a stale socket from an earlier run.
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("firecracker: %w", err)
-		}
-	}
-	inst := &instance{consolePath: spec.ConsoleLog, sock: sock, vsock: VsockPath(spec), ended: make(chan struct{})}
-	if !spec.NoControl {
-		if inst.control, err = net.Listen("unix", ControlPath(spec)); err != nil {
-			return nil, fmt.Errorf("firecracker: control socket: %w", err)
-		}
-	}
-	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		inst.removeFiles()
-		return nil, fmt.Errorf("firecracker: console log: %w", err)
-	}
-	// The serial console is Firecracker's stdout; its own log lines go to stderr. Both are
-	// the VM's story, so they share the console log.
-	inst.proc, err = vmm.StartProcess(spec, b.Binary, []string{"--api-sock", sock}, console)
-	if err != nil {
-		inst.removeFiles()
+	if err := checkKernel(v, spec); err != nil {
 		return nil, err
 	}
-	go func() { <-inst.proc.Done(); inst.removeFiles(); close(inst.ended) }()
-	log := b.logger().With("vm", spec.ID, "pid", inst.proc.Pid())
-	log.Debug("firecracker started", "binary", b.Binary, "api_sock", sock)
-
-	fail := func(err error) (vmm.Instance, error) {
-		inst.Kill()
-		<-inst.ended
-		log.Debug("firecracker killed after failed start", "error", err)
+	log := b.logger().With("vm", spec.ID)
+	l := b.unjailed(spec)
+	if b.Jailer != nil {
+		if l, err = b.jailed(ctx, spec, v, log); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := NewConfig(l.view)
+	if err != nil {
+		l.cleanup()
 		return nil, err
 	}
-	timeout := b.APITimeout
-	if timeout <= 0 {
-		timeout = DefaultAPITimeout
+	inst, err := b.launch(ctx, spec, l, log)
+	if err != nil {
+		return nil, err
 	}
-	if err := waitForAPI(ctx, sock, timeout, inst.proc.Done()); err != nil {
-		if inst.proc.Exited() {
-			return fail(fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog)))
-		}
-		return fail(fmt.Errorf("firecracker: %w", err))
-	}
-	api, tr := newAPIClient(sock)
+	api, tr := newAPIClient(l.apiSock)
 	defer tr.CloseIdleConnections()
 	steps := b.Steps
 	if steps == nil {
 		steps = DefaultSteps()
 	}
 	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			return fail(fmt.Errorf("firecracker: %s: %w", s.Name, err))
+		if err == nil {
+			err = ctx.Err()
 		}
-		if err := s.Do(ctx, api, cfg); err != nil {
-			return fail(fmt.Errorf("firecracker: %s: %w", s.Name, err))
+		if err == nil {
+			err = s.Do(ctx, api, cfg)
+		}
+		if err != nil {
+			inst.Kill()
+			<-inst.ended
+			log.Debug("firecracker killed after failed start", "error", err)
+			return nil, fmt.Errorf("firecracker: %s: %w", s.Name, err)
 		}
 		log.Debug("firecracker step done", "step", s.Name)
+	}
+	return inst, nil
+}
+
+// launch starts the process of l and waits for its API. The instance's end (exit, then
+// l.cleanup) is set up before anything can fail, so every failure is undone the same way.
+func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slog.Logger) (*instance, error) {
+	fail := func(err error) (*instance, error) {
+		l.cleanup()
+		return nil, err
+	}
+	for _, p := range []string{l.apiSock, l.vsock, l.control} {
+		if len(p) > maxUnixPath {
+			return fail(fmt.Errorf("firecracker: socket path %q: longer than %d bytes", p, maxUnixPath))
+		}
+		// Firecracker refuses to bind over a stale socket from an earlier run.
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fail(fmt.Errorf("firecracker: %w", err))
+		}
+	}
+	inst := &instance{consolePath: spec.ConsoleLog, sock: l.apiSock, vsock: l.vsock, ended: make(chan struct{})}
+	if !spec.NoControl {
+		ln, err := net.Listen("unix", l.control)
+		if err != nil {
+			return fail(fmt.Errorf("firecracker: control socket: %w", err))
+		}
+		inst.control = ln
+		if l.ownControl != nil {
+			if err := l.ownControl(); err != nil {
+				ln.Close()
+				return fail(err)
+			}
+		}
+	}
+	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		inst.removeFiles()
+		return fail(fmt.Errorf("firecracker: console log: %w", err))
+	}
+	// The serial console is Firecracker's stdout; its own log lines go there too until a
+	// logger is configured. Both are the VM's story, so they share the console log.
+	inst.proc, err = startProcess(spec, l.path, l.args, console, l.newPIDNS)
+	if err != nil {
+		inst.removeFiles()
+		return fail(err)
+	}
+	go func() {
+		<-inst.proc.Done()
+		inst.removeFiles()
+		l.cleanup()
+		close(inst.ended)
+	}()
+	log = log.With("pid", inst.proc.Pid())
+	log.Debug("firecracker started", "path", l.path, "args", l.args)
+	timeout := b.APITimeout
+	if timeout <= 0 {
+		timeout = DefaultAPITimeout
+	}
+	if err := waitForAPI(ctx, l.apiSock, timeout, inst.proc.Done()); err != nil {
+		exited := inst.proc.Exited()
+		inst.Kill()
+		<-inst.ended
+		if exited {
+			return nil, fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog))
+		}
+		return nil, fmt.Errorf("firecracker: %w", err)
 	}
 	return inst, nil
 }
@@ -234,7 +331,7 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 }
 
 type instance struct {
-	proc        *vmm.Process
+	proc        *process
 	control     net.Listener
 	consolePath string
 	sock        string
@@ -248,7 +345,7 @@ func (i *instance) Control(ctx context.Context) (net.Conn, error) {
 	if i.control == nil {
 		return nil, vmm.ErrNoControl
 	}
-	return vmm.AcceptControl(ctx, i.control, i.proc)
+	return acceptControl(ctx, i.control, i.proc)
 }
 
 // removeFiles removes the sockets of this instance once Firecracker has gone.

@@ -2,109 +2,81 @@ package firecracker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/operations"
 
 	"github.com/firegopher/firegopher/internal/vmm"
+	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
-// testSpec is a VM whose files live in a fresh directory; the fake reads its options there.
-func testSpec(t *testing.T, opts fakeOptions) vmm.Spec {
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fctest.Cleanup()
+	os.Exit(code)
+}
+
+// forEachRelease runs fn as one subtest per modelled release, against its doubles.
+func forEachRelease(t *testing.T, fn func(t *testing.T, rel fctest.Release)) {
+	t.Helper()
+	for _, v := range fctest.Versions {
+		t.Run(fctest.SubtestName(v), func(t *testing.T) {
+			rel, err := fctest.Build(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fn(t, rel)
+		})
+	}
+}
+
+// testKernel is a vmlinux stand-in with virtio_mmio built in, taking virtio_mmio.device=
+// (a Firecracker guest-config kernel), so that every release can boot it.
+const testKernel = "fake vmlinux\x00virtio_mmio.device\x00"
+
+func writeFile(t *testing.T, dir, name, data string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testSpec is a VM whose files live in a fresh directory: a kernel, two disks, no initrd
+// (a foreign guest: it runs until Ctrl-Alt-Del), extra is appended to the command line.
+func testSpec(t *testing.T, extra string) vmm.Spec {
 	t.Helper()
 	dir := t.TempDir()
-	data, err := json.Marshal(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, fakeOptionsFile), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	return vmm.Spec{
 		ID:        "t1",
 		CPUs:      2,
 		MemoryMiB: 256,
-		Kernel:    filepath.Join(dir, "vmlinux"),
-		Initrd:    filepath.Join(dir, "initrd.img"),
-		Cmdline:   "console=ttyS0 reboot=k panic=1 firegopher.root=fgroot",
+		Kernel:    writeFile(t, dir, "vmlinux", testKernel),
+		Cmdline:   strings.TrimSpace("console=ttyS0 panic=-1 " + extra),
 		Disks: []vmm.Disk{
-			{Path: filepath.Join(dir, "root.img"), Serial: "fgroot", ReadOnly: true},
-			{Path: filepath.Join(dir, "scratch.img"), Serial: "fgscratch"},
-		},
-		NICs: []vmm.NIC{
-			{TAP: "fgtap0", MAC: "02:fc:00:00:00:01"},
-			{TAP: "fgtap1", MAC: "02:fc:00:00:00:02"},
+			{Path: writeFile(t, dir, "root.img", ""), Serial: "fgroot", ReadOnly: true},
+			{Path: writeFile(t, dir, "scratch.img", ""), Serial: "fgscratch"},
 		},
 		Dir:        dir,
 		ConsoleLog: filepath.Join(dir, "console.log"),
 	}
 }
 
-// fakeBackend runs this test binary as firecracker (TestMain turns it into the fake).
-func fakeBackend() *Backend { return &Backend{Binary: os.Args[0]} }
-
-func readCalls(t *testing.T, spec vmm.Spec) []fakeCall {
-	t.Helper()
-	f, err := os.Open(filepath.Join(filepath.Dir(spec.ConsoleLog), fakeCallsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var calls []fakeCall
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var c fakeCall
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
-			t.Fatal(err)
-		}
-		calls = append(calls, c)
-	}
-	return calls
-}
-
-func callPaths(calls []fakeCall) []string {
-	var out []string
-	for _, c := range calls {
-		out = append(out, c.Method+" "+c.Path)
-	}
-	return out
-}
-
-func fakePid(t *testing.T, spec vmm.Spec) int {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(spec.ConsoleLog), fakePidFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(string(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid
-}
-
-// assertGone checks the process has exited and been reaped (Start reaps before returning).
-func assertGone(t *testing.T, pid int) {
-	t.Helper()
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("process %d still exists (kill 0: %v)", pid, err)
-	}
-}
+func backend(rel fctest.Release) *Backend { return &Backend{Binary: rel.Firecracker} }
 
 func startCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -112,153 +84,206 @@ func startCtx(t *testing.T) context.Context {
 	return ctx
 }
 
+// apiCall is one request as Firecracker logs it (to stdout, the console, without a logger).
+type apiCall struct{ Method, Path, Body string }
+
+var apiLogLine = regexp.MustCompile(`The API server received a (\w+) request on "([^"]*)"(?: with body (".*"))?\.$`)
+
+func apiCalls(t *testing.T, console string) []apiCall {
+	t.Helper()
+	data, err := os.ReadFile(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []apiCall
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		m := apiLogLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		c := apiCall{Method: strings.ToUpper(m[1]), Path: m[2]}
+		if m[3] != "" {
+			if c.Body, err = strconv.Unquote(m[3]); err != nil {
+				t.Fatalf("log line %q: %v", sc.Text(), err)
+			}
+		}
+		calls = append(calls, c)
+	}
+	return calls
+}
+
+func callPaths(calls []apiCall) []string {
+	var out []string
+	for _, c := range calls {
+		out = append(out, c.Method+" "+c.Path)
+	}
+	return out
+}
+
+// processesIn lists the processes whose command line mentions dir: a Firecracker of this
+// test's VM that outlived Start.
+func processesIn(t *testing.T, dir string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && bytes.Contains(cmd, []byte(dir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 func TestStartWaitConfiguresInOrder(t *testing.T) {
-	spec := testSpec(t, fakeOptions{})
-	inst, err := fakeBackend().Start(startCtx(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if inst.Pid() <= 0 {
-		t.Errorf("pid %d", inst.Pid())
-	}
-	if err := inst.Wait(); err != nil {
-		t.Fatalf("wait: %v", err)
-	}
-
-	calls := readCalls(t, spec)
-	want := []string{
-		"PUT /machine-config",
-		"PUT /boot-source",
-		"PUT /drives/fgroot",
-		"PUT /drives/fgscratch",
-		"PUT /network-interfaces/eth0",
-		"PUT /network-interfaces/eth1",
-		"PUT /vsock",
-		"PUT /actions",
-	}
-	if got := callPaths(calls); !reflect.DeepEqual(got, want) {
-		t.Fatalf("calls:\n got %q\nwant %q", got, want)
-	}
-	body := func(i int, v any) {
-		t.Helper()
-		if err := json.Unmarshal(calls[i].Body, v); err != nil {
-			t.Fatalf("%s: %v", calls[i].Path, err)
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, fctest.RebootArg)
+		b := backend(rel)
+		inst, err := b.Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	var mc models.MachineConfiguration
-	body(0, &mc)
-	if *mc.VcpuCount != 2 || *mc.MemSizeMib != 256 {
-		t.Errorf("machine-config: vcpus %d mem %d", *mc.VcpuCount, *mc.MemSizeMib)
-	}
-	var bs models.BootSource
-	body(1, &bs)
-	if *bs.KernelImagePath != spec.Kernel || bs.InitrdPath != spec.Initrd || bs.BootArgs != fakeBackend().Cmdline(spec) {
-		t.Errorf("boot-source: %+v", bs)
-	}
-	for i, d := range spec.Disks {
-		var got models.Drive
-		body(2+i, &got)
-		if *got.DriveID != d.Serial || *got.PathOnHost != d.Path || *got.IsReadOnly != d.ReadOnly || *got.IsRootDevice {
-			t.Errorf("drive %d: id %s path %s ro %v root %v", i, *got.DriveID, *got.PathOnHost, *got.IsReadOnly, *got.IsRootDevice)
+		if inst.Pid() <= 0 {
+			t.Errorf("pid %d", inst.Pid())
 		}
-	}
-	for i, n := range spec.NICs {
-		var got models.NetworkInterface
-		body(4+i, &got)
-		if *got.HostDevName != n.TAP || got.GuestMac != n.MAC {
-			t.Errorf("nic %d: %+v", i, got)
+		if err := inst.Wait(); err != nil {
+			t.Fatalf("a guest that reboots ends Firecracker cleanly: %v", err)
 		}
-	}
-	var vs models.Vsock
-	body(6, &vs)
-	if *vs.GuestCid != 3 || *vs.UdsPath != filepath.Join(spec.Dir, "v.sock") {
-		t.Errorf("vsock: cid %d uds %s", *vs.GuestCid, *vs.UdsPath)
-	}
-	var act models.InstanceActionInfo
-	body(7, &act)
-	if *act.ActionType != "InstanceStart" {
-		t.Errorf("action: %s", *act.ActionType)
-	}
-
-	console, err := os.ReadFile(spec.ConsoleLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(console), "fake guest booted") {
-		t.Errorf("console log: %q", console)
-	}
-	if _, err := os.Stat(APISocketPath(spec)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("API socket left behind: %v", err)
-	}
+		if b.Version.String() != rel.Version {
+			t.Errorf("version %s, want %s read from the binary", b.Version, rel.Version)
+		}
+		calls := apiCalls(t, spec.ConsoleLog)
+		want := []string{
+			"PUT /machine-config",
+			"PUT /boot-source",
+			"PUT /drives/fgroot",
+			"PUT /drives/fgscratch",
+			"PUT /vsock",
+			"PUT /entropy",
+			"PUT /actions",
+		}
+		if got := callPaths(calls); !reflect.DeepEqual(got, want) {
+			t.Fatalf("calls:\n got %q\nwant %q", got, want)
+		}
+		for _, part := range []string{`"vcpu_count":2`, `"mem_size_mib":256`} {
+			if !strings.Contains(calls[0].Body, part) {
+				t.Errorf("machine-config %s: no %s", calls[0].Body, part)
+			}
+		}
+		if !strings.Contains(calls[1].Body, `"kernel_image_path":"`+spec.Kernel+`"`) || !strings.Contains(calls[1].Body, "reboot=k") {
+			t.Errorf("boot-source %s", calls[1].Body)
+		}
+		if !strings.Contains(calls[2].Body, `"is_read_only":true`) || !strings.Contains(calls[3].Body, `"is_read_only":false`) {
+			t.Errorf("drives %s %s", calls[2].Body, calls[3].Body)
+		}
+		if !strings.Contains(calls[4].Body, `"uds_path":"`+VsockPath(spec)+`"`) {
+			t.Errorf("vsock %s", calls[4].Body)
+		}
+		if _, err := os.Stat(APISocketPath(spec)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("API socket left behind: %v", err)
+		}
+	})
 }
 
 func TestStartRejectsBadSpecBeforeProcess(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		modify func(*vmm.Spec)
-		want   string
-	}{
-		{"zero cpus", func(s *vmm.Spec) { s.CPUs = 0 }, "cpus"},
-		{"too many cpus", func(s *vmm.Spec) { s.CPUs = 33 }, "vcpu_count"},
-		{"id with dash", func(s *vmm.Spec) { s.Disks[1].Serial = "fg-scratch" }, "id"},
-		{"duplicate serial", func(s *vmm.Spec) { s.Disks[1].Serial = s.Disks[0].Serial }, "duplicate"},
-		{"no console log", func(s *vmm.Spec) { s.ConsoleLog = "" }, "console"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			spec := testSpec(t, fakeOptions{})
-			dir := spec.Dir
-			tc.modify(&spec)
-			_, err := fakeBackend().Start(startCtx(t), spec)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err %v, want it to mention %q", err, tc.want)
-			}
-			for _, f := range []string{fakePidFile, "console.log", fakeCallsFile} {
-				if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
-					t.Errorf("%s exists: a process was started", f)
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		for _, tc := range []struct {
+			name   string
+			modify func(*vmm.Spec)
+			want   string
+		}{
+			{"zero cpus", func(s *vmm.Spec) { s.CPUs = 0 }, "cpus"},
+			{"too many cpus", func(s *vmm.Spec) { s.CPUs = 33 }, "vcpu_count"},
+			{"id with dash", func(s *vmm.Spec) { s.Disks[1].Serial = "fg-scratch" }, "id"},
+			{"duplicate serial", func(s *vmm.Spec) { s.Disks[1].Serial = s.Disks[0].Serial }, "duplicate"},
+			{"no console log", func(s *vmm.Spec) { s.ConsoleLog = "" }, "console"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				spec := testSpec(t, "")
+				tc.modify(&spec)
+				_, err := backend(rel).Start(startCtx(t), spec)
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err %v, want it to mention %q", err, tc.want)
 				}
-			}
-		})
-	}
+				if _, err := os.Stat(filepath.Join(spec.Dir, "console.log")); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("console.log exists: a process was started")
+				}
+			})
+		}
+	})
 }
 
-func TestStartWithJailerIsRefused(t *testing.T) {
-	b := fakeBackend()
-	b.Jailer = &JailerConfig{Binary: "jailer", ID: "t1"}
-	if _, err := b.Start(startCtx(t), testSpec(t, fakeOptions{})); err == nil || !strings.Contains(err.Error(), "jailer") {
-		t.Fatalf("err %v", err)
-	}
+// TestOldReleaseRefusesAKernelWithoutMMIOCmdline: 1.6 would boot a guest that sees no
+// device; the backend refuses before starting anything, naming the fixes.
+func TestOldReleaseRefusesAKernelWithoutMMIOCmdline(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, fctest.RebootArg)
+		writeFile(t, spec.Dir, "vmlinux", "a kernel without the parameter")
+		inst, err := backend(rel).Start(startCtx(t), spec)
+		if rel.Version == "1.16.1" {
+			if err != nil {
+				t.Fatalf("1.16 finds devices through ACPI: %v", err)
+			}
+			if err := inst.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if !errors.Is(err, ErrNoMMIOCmdline) {
+			t.Fatalf("got %v, want ErrNoMMIOCmdline", err)
+		}
+		if _, err := os.Stat(spec.ConsoleLog); !errors.Is(err, os.ErrNotExist) {
+			t.Error("a process was started")
+		}
+	})
 }
 
 func TestStartAPIErrorKillsProcess(t *testing.T) {
-	spec := testSpec(t, fakeOptions{RejectDrives: true, StayUp: true})
-	inst, err := fakeBackend().Start(startCtx(t), spec)
-	if err == nil {
-		inst.Kill()
-		t.Fatal("start succeeded")
-	}
-	if !strings.Contains(err.Error(), "Unable to create the block device") || !strings.Contains(err.Error(), "drives") {
-		t.Errorf("err %v: want the step and the fault_message", err)
-	}
-	assertGone(t, fakePid(t, spec))
-	got := callPaths(readCalls(t, spec))
-	want := []string{"PUT /machine-config", "PUT /boot-source", "PUT /drives/fgroot"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("calls %q, want %q", got, want)
-	}
-	if _, err := os.Stat(APISocketPath(spec)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("API socket left behind: %v", err)
-	}
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, "")
+		os.Remove(spec.Disks[1].Path)
+		inst, err := backend(rel).Start(startCtx(t), spec)
+		if err == nil {
+			inst.Kill()
+			t.Fatal("start succeeded with a missing drive")
+		}
+		if !strings.Contains(err.Error(), "Unable to create the block device") || !strings.Contains(err.Error(), "drives") {
+			t.Errorf("err %v: want the step and the fault_message", err)
+		}
+		if pids := processesIn(t, spec.Dir); len(pids) > 0 {
+			t.Errorf("processes %v outlived the failed start", pids)
+		}
+		got := callPaths(apiCalls(t, spec.ConsoleLog))
+		want := []string{"PUT /machine-config", "PUT /boot-source", "PUT /drives/fgroot", "PUT /drives/fgscratch"}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("calls %q, want %q", got, want)
+		}
+		if _, err := os.Stat(APISocketPath(spec)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("API socket left behind: %v", err)
+		}
+	})
 }
 
 func TestStartAPITimeoutKillsProcess(t *testing.T) {
-	spec := testSpec(t, fakeOptions{NoAPI: true})
-	b := fakeBackend()
-	b.APITimeout = 300 * time.Millisecond
+	// A binary that answers --version but never opens its API socket.
+	bin := script(t, "firecracker", `if [ "$1" = --version ]; then echo "Firecracker v1.16.1"; exit 0; fi
+exec sleep 60`)
+	spec := testSpec(t, "")
+	b := &Backend{Binary: bin, APITimeout: 300 * time.Millisecond}
 	_, err := b.Start(startCtx(t), spec)
 	if err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("err %v", err)
 	}
-	assertGone(t, fakePid(t, spec))
+	if pids := processesIn(t, spec.Dir); len(pids) > 0 {
+		t.Errorf("processes %v outlived the failed start", pids)
+	}
 }
 
 func TestStartProcessExitsEarly(t *testing.T) {
@@ -266,86 +291,118 @@ func TestStartProcessExitsEarly(t *testing.T) {
 	if err != nil {
 		t.Skip("no false(1)")
 	}
-	_, err = (&Backend{Binary: falseBin}).Start(startCtx(t), testSpec(t, fakeOptions{}))
+	_, err = (&Backend{Binary: falseBin, Version: Version{1, 16, 1, ""}}).Start(startCtx(t), testSpec(t, ""))
 	if err == nil || !strings.Contains(err.Error(), "exited before its API came up") {
 		t.Fatalf("err %v", err)
 	}
 }
 
-func TestKill(t *testing.T) {
-	spec := testSpec(t, fakeOptions{StayUp: true})
-	inst, err := fakeBackend().Start(startCtx(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(inst.Pid(), 0); err != nil {
-		t.Fatalf("process not running after Start: %v", err)
-	}
-	// The fake prints its boot line just after InstanceStart returns: wait for it (bounded)
-	// so that the kill lands on a booted VM.
+// waitConsole waits (bounded) for the console to contain s: the only sign a foreign guest
+// gives of being up.
+func waitConsole(t *testing.T, spec vmm.Spec, s string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if console, _ := os.ReadFile(spec.ConsoleLog); strings.Contains(string(console), "fake guest booted") {
-			break
+		if console, _ := os.ReadFile(spec.ConsoleLog); strings.Contains(string(console), s) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the fake guest never printed its boot line")
+			t.Fatalf("the console never showed %q", s)
 		}
-	}
-	if err := inst.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := inst.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Errorf("wait after kill: %v", err)
-	}
-	if err := inst.Kill(); err != nil {
-		t.Errorf("second kill: %v", err)
-	}
-	assertGone(t, inst.Pid())
-	// The console still has what the process wrote before it died.
-	if console, _ := os.ReadFile(spec.ConsoleLog); !strings.Contains(string(console), "fake guest booted") {
-		t.Errorf("console log: %q", console)
 	}
 }
 
-func TestCustomSteps(t *testing.T) {
-	spec := testSpec(t, fakeOptions{})
-	var state string
-	b := fakeBackend()
-	b.Steps = DefaultSteps().Remove(StepVsock).InsertBefore(StepInstanceStart, Step{
-		Name: "describe",
-		Do: func(ctx context.Context, api operations.ClientIface, _ *Config) error {
-			ok, err := api.DescribeInstance(operations.NewDescribeInstanceParamsWithContext(ctx))
-			if err != nil {
-				return apiError(err)
-			}
-			state = *ok.Payload.State
-			return nil
-		},
+func TestKill(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, "")
+		inst, err := backend(rel).Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitConsole(t, spec, "foreign init is running")
+		if err := inst.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("wait after kill: %v", err)
+		}
+		if err := inst.Kill(); err != nil {
+			t.Errorf("second kill: %v", err)
+		}
+		if pids := processesIn(t, spec.Dir); len(pids) > 0 {
+			t.Errorf("processes %v outlived the kill", pids)
+		}
+		if console, _ := os.ReadFile(spec.ConsoleLog); !strings.Contains(string(console), "Running Firecracker v"+rel.Version) {
+			t.Errorf("console log: %q", console)
+		}
 	})
-	inst, err := b.Start(startCtx(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := inst.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if state != "Not started" {
-		t.Errorf("state before boot: %q", state)
-	}
-	got := callPaths(readCalls(t, spec))
-	if got[len(got)-2] != "GET /" || strings.Contains(strings.Join(got, ","), "/vsock") {
-		t.Errorf("calls %q", got)
-	}
+}
+
+// TestShutdownForeignGuest: Ctrl-Alt-Del reboots a guest whose init is its own (systemd),
+// and Firecracker exits cleanly.
+func TestShutdownForeignGuest(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, "")
+		spec.NoControl = true
+		inst, err := backend(rel).Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := inst.Control(startCtx(t)); !errors.Is(err, vmm.ErrNoControl) {
+			t.Errorf("control of a guest without a channel: %v", err)
+		}
+		waitConsole(t, spec, "foreign init is running")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := inst.Shutdown(ctx); err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+		if err := inst.Wait(); err != nil {
+			t.Errorf("after Ctrl-Alt-Del the guest reboots and Firecracker exits 0: %v", err)
+		}
+	})
+}
+
+func TestCustomSteps(t *testing.T) {
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		spec := testSpec(t, fctest.RebootArg)
+		var state, version string
+		b := backend(rel)
+		b.Steps = DefaultSteps().Remove(StepVsock).InsertBefore(StepInstanceStart, Step{
+			Name: "describe",
+			Do: func(ctx context.Context, api operations.ClientIface, _ *Config) error {
+				ok, err := api.DescribeInstance(operations.NewDescribeInstanceParamsWithContext(ctx))
+				if err != nil {
+					return apiError(err)
+				}
+				state, version = *ok.Payload.State, *ok.Payload.VmmVersion
+				return nil
+			},
+		})
+		inst, err := b.Start(startCtx(t), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if state != "Not started" || version != rel.Version {
+			t.Errorf("before boot: state %q version %q", state, version)
+		}
+		got := callPaths(apiCalls(t, spec.ConsoleLog))
+		if got[len(got)-2] != "GET /" || strings.Contains(strings.Join(got, ","), "/vsock") {
+			t.Errorf("calls %q", got)
+		}
+	})
 }
 
 func TestStepsEditing(t *testing.T) {
 	def := DefaultSteps()
-	want := []string{StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepInstanceStart}
+	want := []string{StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepEntropy, StepInstanceStart}
 	if !reflect.DeepEqual(def.Names(), want) {
 		t.Fatalf("default %q", def.Names())
 	}
 	nop := func(context.Context, operations.ClientIface, *Config) error { return nil }
-	s := def.InsertAfter(StepBootSource, Step{"entropy", nop}).
+	s := def.Remove(StepEntropy).InsertAfter(StepBootSource, Step{"entropy", nop}).
 		InsertBefore(StepMachineConfig, Step{"logger", nop}).
 		InsertAfter("missing", Step{"last", nop}).
 		Remove(StepNetworkInterfaces).
@@ -359,73 +416,25 @@ func TestStepsEditing(t *testing.T) {
 	}
 }
 
-// TestFakeAPIContract drives the fake in-process through the SDK client, checking the
-// ordering rules the Start tests rely on.
-func TestFakeAPIContract(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: newFakeAPI(fakeOptions{})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	api, tr := newAPIClient(sock)
-	t.Cleanup(tr.CloseIdleConnections)
-	ctx := startCtx(t)
-	cfg, err := NewConfig(testSpec(t, fakeOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if err := instanceStart(ctx, api, cfg); err == nil || !strings.Contains(err.Error(), "without kernel configuration") {
-		t.Errorf("InstanceStart before boot-source: %v", err)
-	}
-	if err := putBootSource(ctx, api, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := instanceStart(ctx, api, cfg); err == nil || !strings.Contains(err.Error(), "machine configuration") {
-		t.Errorf("InstanceStart before machine-config: %v", err)
-	}
-	// A body the SDK's validation would have stopped: the fake rejects it too.
-	client := &http.Client{Transport: tr}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://localhost/machine-config", strings.NewReader(`{"vcpu_count":0,"mem_size_mib":128}`))
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "fault_message") {
-		t.Errorf("invalid machine-config: %d %s", resp.StatusCode, msg)
-	}
-	if err := putMachineConfig(ctx, api, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := instanceStart(ctx, api, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := putDrives(ctx, api, cfg); err == nil || !strings.Contains(err.Error(), "after starting") {
-		t.Errorf("drive after start: %v", err)
-	}
-	ok, err := api.DescribeInstance(operations.NewDescribeInstanceParamsWithContext(ctx))
-	if err != nil || *ok.Payload.State != "Running" {
-		t.Errorf("describe: %v", err)
-	}
-}
-
 func TestNew(t *testing.T) {
-	if _, err := New("firecracker-does-not-exist-here"); err == nil || !strings.Contains(err.Error(), "run firegopher firecracker install") {
+	ctx := context.Background()
+	if _, err := New(ctx, "firecracker-does-not-exist-here"); err == nil || !strings.Contains(err.Error(), "run firegopher firecracker install") {
 		t.Errorf("missing binary: %v", err)
 	}
-	b, err := New(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
+	old := script(t, "firecracker", `echo "Firecracker v1.5.1"`)
+	if _, err := New(ctx, old); err == nil || !strings.Contains(err.Error(), "outside the tested range") {
+		t.Errorf("untested release: %v", err)
 	}
-	if b.Name() != "firecracker" || b.Binary == "" || b.Jailer != nil {
-		t.Errorf("backend %+v", b)
-	}
-	var _ vmm.Backend = b
+	forEachRelease(t, func(t *testing.T, rel fctest.Release) {
+		b, err := New(ctx, rel.Firecracker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Name() != "firecracker" || b.Binary != rel.Firecracker || b.Version.String() != rel.Version || b.Jailer != nil {
+			t.Errorf("backend %+v", b)
+		}
+		var _ vmm.Backend = b
+	})
 }
 
 func TestDialVsock(t *testing.T) {

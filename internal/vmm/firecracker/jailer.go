@@ -1,97 +1,345 @@
 package firecracker
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
+	"time"
 
+	"github.com/firegopher/firegopher/internal/jail"
 	"github.com/firegopher/firegopher/internal/vmm"
 )
 
-// JailerConfig describes running Firecracker under its jailer (chroot, uid/gid drop,
-// optional network namespace).
-type JailerConfig struct {
-	Binary     string // jailer
-	UID, GID   int
-	ChrootBase string // "" means DefaultChrootBase
-	ID         string // the VM's id: letters, digits and '-', at most 64 characters
-	NetNS      string // path of a network namespace to join, e.g. /var/run/netns/fg0; "" for none
+// Jailer runs each VM's Firecracker under the jailer: in a chroot of its own, as a uid and
+// gid of its own, in a PID namespace of its own (still our child), in a cgroup with limits.
+type Jailer struct {
+	Binary string // the jailer of Firecracker's release
+	// Version is Binary's release; zero means it is read at the first Start. It must be
+	// Firecracker's: both come from one release tarball.
+	Version Version
+	// Base is --chroot-base-dir; chroots are <Base>/firecracker/<id>/root. It must be on
+	// the file system of the VMs' directories (STATE_DIR/jail), so that the VM's disk is
+	// linked, not copied, into its chroot.
+	Base string
+	// Owners hands out each VM's uid and gid.
+	Owners *jail.Allocator
+	// Mounts is where the cgroup hierarchies are read; "" means /proc/mounts.
+	Mounts string
+	// CgroupParent is the cgroup VMs' cgroups are made in; "" means jail.DefaultParent.
+	CgroupParent string
+	// Cgroups says what to do about limits.
+	Cgroups CgroupPolicy
+	// NoFile is --resource-limit no-file; 0 keeps the jailer's 2048.
+	NoFile int
+	// NetNS names the network namespace VM id's Firecracker joins (jail.NetNSPath, made by
+	// jail.CreateNetNS); nil or "" for none. The spec's TAPs are looked for in it, and are
+	// given to the jail's owner before the jailer starts.
+	NetNS func(id string) string
+
+	versionMu sync.Mutex // guards Version's detection
 }
 
-// DefaultChrootBase is the jailer's own default --chroot-base-dir.
-const DefaultChrootBase = "/srv/jailer"
-
-// JailedAPISocket is the API socket's path as Firecracker sees it inside the chroot.
-const JailedAPISocket = "/" + APISocketName
-
-// Validate checks what the jailer itself would reject.
-func (c JailerConfig) Validate() error {
-	switch {
-	case c.Binary == "":
-		return fmt.Errorf("jailer: binary: empty")
-	case c.ID == "" || len(c.ID) > 64:
-		return fmt.Errorf("jailer: id %q: want 1 to 64 characters", c.ID)
-	case c.UID < 0 || c.GID < 0:
-		return fmt.Errorf("jailer: uid/gid %d/%d: want non-negative", c.UID, c.GID)
-	case c.ChrootBase != "" && !filepath.IsAbs(c.ChrootBase):
-		return fmt.Errorf("jailer: chroot base %q: want an absolute path", c.ChrootBase)
-	}
-	for _, r := range c.ID {
-		if r != '-' && !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return fmt.Errorf("jailer: id %q: want only letters, digits and '-'", c.ID)
+// version is the jailer's release, read once, checked against the tested range and fc's.
+func (jr *Jailer) version(ctx context.Context, fc Version) error {
+	jr.versionMu.Lock()
+	defer jr.versionMu.Unlock()
+	if jr.Version.IsZero() {
+		v, err := ReadVersion(ctx, jr.Binary, "Jailer")
+		if err != nil {
+			return err
 		}
+		jr.Version = v
+	}
+	if err := CheckTested("jailer", jr.Version); err != nil {
+		return err
+	}
+	if jr.Version != fc {
+		return fmt.Errorf("firecracker: jailer v%s and firecracker v%s come from different releases", jr.Version, fc)
 	}
 	return nil
 }
 
-func (c JailerConfig) chrootBase() string {
-	if c.ChrootBase == "" {
-		return DefaultChrootBase
+// CgroupPolicy says whether a VM runs without cgroup limits when the host cannot give
+// cgroup v2 ones.
+type CgroupPolicy int
+
+const (
+	// CgroupLimits: memory (guest + overhead), CPU and pids limits in cgroup v2, or Start
+	// refuses with the reason (v1 or hybrid host).
+	CgroupLimits CgroupPolicy = iota
+	// CgroupLimitsIfAvailable: limits when the host has them, else none (logged).
+	CgroupLimitsIfAvailable
+	// CgroupNoLimits: never limits.
+	CgroupNoLimits
+)
+
+// In-jail paths: every API body names these, never a host path.
+const (
+	jailAPISocket = "/" + APISocketName
+	jailVsock     = "/" + VsockSocketName
+	jailKernel    = "vmlinux"
+	jailInitrd    = "initrd"
+	jailRootDisk  = "rootfs"
+)
+
+// jailDisk is the in-jail name of disk i.
+func jailDisk(i int) string {
+	if i == 0 {
+		return jailRootDisk
 	}
-	return c.ChrootBase
+	return "disk" + strconv.Itoa(i)
 }
 
-// ChrootDir is the jail's root on the host: <chroot-base>/firecracker/<id>/root (the jailer
-// names the middle directory after the exec file, which must be called "firecracker").
-func ChrootDir(cfg JailerConfig) string {
-	return filepath.Join(cfg.chrootBase(), "firecracker", cfg.ID, "root")
+// launch is how one VM's Firecracker is started and what it sees.
+type launch struct {
+	path     string
+	args     []string
+	newPIDNS bool
+	// view is the spec with the paths Firecracker sees (in-jail ones when jailed).
+	view vmm.Spec
+	// Host paths of Firecracker's API socket, its vsock socket and our control listener.
+	apiSock, vsock, control string
+	// ownControl gives the control listener to the jail's owner (nil: unjailed).
+	ownControl func() error
+	// cleanup undoes the preparation once Firecracker has exited (or failed to start).
+	cleanup func()
 }
 
-// JailerArgs is the jailer's argument list (without argv[0], as for exec.Command(cfg.Binary,
-// ...)). It runs firecrackerPath in the foreground (no --daemonize: we own the process and
-// its exit status) with the API socket at JailedAPISocket inside the chroot.
-func JailerArgs(cfg JailerConfig, firecrackerPath string) []string {
-	args := []string{
-		"--id", cfg.ID,
-		"--exec-file", firecrackerPath,
-		"--uid", strconv.Itoa(cfg.UID),
-		"--gid", strconv.Itoa(cfg.GID),
-		"--chroot-base-dir", cfg.chrootBase(),
+func (b *Backend) unjailed(spec vmm.Spec) *launch {
+	return &launch{
+		path: b.Binary, args: []string{"--api-sock", APISocketPath(spec)}, view: spec,
+		apiSock: APISocketPath(spec), vsock: VsockPath(spec), control: ControlPath(spec),
+		cleanup: func() {},
 	}
-	if cfg.NetNS != "" {
-		args = append(args, "--netns", cfg.NetNS)
-	}
-	return append(args, "--", "--api-sock", JailedAPISocket)
 }
 
-// ChrootFiles maps each host file the VM needs (kernel, initrd, disks) to the host path of its
-// hard link inside ChrootDir(cfg). Names are fixed rather than the host basenames so two disks
-// called rootfs.img cannot collide; a file's path in the API is "/" + the link's base name.
-func ChrootFiles(cfg JailerConfig, spec vmm.Spec) map[string]string {
-	root := ChrootDir(cfg)
-	files := map[string]string{}
-	if spec.Kernel != "" {
-		files[spec.Kernel] = filepath.Join(root, "vmlinux")
+// jailed prepares spec's jail: owner, chroot with the VM's files, cgroup arguments. On
+// error nothing of it is left.
+func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, log *slog.Logger) (l *launch, err error) {
+	jr := b.Jailer
+	if jr.Owners == nil || jr.Base == "" || jr.Binary == "" {
+		return nil, errors.New("firecracker: jailer: binary, base and owners are required")
+	}
+	if err := jr.version(ctx, fcVersion); err != nil {
+		return nil, err
+	}
+	if err := jail.ValidateID(spec.ID); err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	// The jailer canonicalizes its base: so must the paths we place files at.
+	base, err := filepath.EvalSymlinks(jr.Base)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: jail base: %w", err)
+	}
+	mounts := jr.Mounts
+	if mounts == "" {
+		mounts = jail.ProcMounts
+	}
+	cgroups, err := jail.DetectCgroups(mounts)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	parent := jr.CgroupParent
+	if parent == "" {
+		parent = jail.DefaultParent
+	}
+	cgArgs, limited := cgroups.NoCgroupArgs(), false
+	if jr.Cgroups != CgroupNoLimits {
+		args, err := cgroups.CgroupArgs(parent, jail.LimitsFor(spec.CPUs, spec.MemoryMiB))
+		switch {
+		case err == nil:
+			cgArgs, limited = args, true
+		case jr.Cgroups == CgroupLimits:
+			return nil, fmt.Errorf("firecracker: %w", err)
+		default:
+			log.Warn("running without cgroup limits", "error", err)
+		}
+	}
+	execFile, err := jail.ExecFile(base, b.Binary, "v"+fcVersion.String())
+	if err != nil {
+		return nil, err
+	}
+	owner, err := jr.Owners.Allocate(spec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: %w", err)
+	}
+	j := &jail.Jail{Base: base, ExecFile: execFile, ID: spec.ID, Owner: owner}
+	cleanup := func() {
+		if limited {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := cgroups.RemoveCgroup(ctx, parent, spec.ID); err != nil {
+				log.Error("remove the VM's cgroup", "error", err)
+			}
+			cancel()
+		}
+		if err := j.Remove(); err != nil {
+			log.Error("remove the jail", "error", err)
+		}
+		if err := jr.Owners.Release(spec.ID); err != nil {
+			log.Error("release the jail's owner", "error", err)
+		}
+	}
+	if err := j.Create(); err != nil {
+		// A stale jail is not ours to remove here: gc decides it is dead first.
+		if !errors.Is(err, jail.ErrStale) {
+			cleanup()
+		}
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
+	var netnsPath string
+	if jr.NetNS != nil {
+		netnsPath = jr.NetNS(spec.ID)
+	}
+	for _, n := range spec.NICs {
+		if netnsPath == "" {
+			// Firecracker could open a host TAP, but only one anybody may attach to.
+			return nil, fmt.Errorf("firecracker: NIC %s: a jailed VM's TAP lives in its network namespace, and it has none", n.TAP)
+		}
+		if err := jail.SetTAPOwner(netnsPath, n.TAP, owner); err != nil {
+			return nil, fmt.Errorf("firecracker: NIC %s: %w", n.TAP, err)
+		}
+	}
+	view := spec
+	view.Dir = "/"
+	if view.Kernel, err = j.Place(spec.Kernel, jailKernel, jail.Shared); err != nil {
+		return nil, err
 	}
 	if spec.Initrd != "" {
-		files[spec.Initrd] = filepath.Join(root, "initrd")
-	}
-	for i, d := range spec.Disks {
-		name := "drive-" + d.Serial
-		if d.Serial == "" {
-			name = "drive" + strconv.Itoa(i)
+		if view.Initrd, err = j.Place(spec.Initrd, jailInitrd, jail.Shared); err != nil {
+			return nil, err
 		}
-		files[d.Path] = filepath.Join(root, name)
 	}
-	return files
+	view.Disks = append([]vmm.Disk(nil), spec.Disks...)
+	for i, d := range spec.Disks {
+		kind := jail.Owned
+		if d.ReadOnly {
+			kind = jail.Shared
+		}
+		if view.Disks[i].Path, err = j.Place(d.Path, jailDisk(i), kind); err != nil {
+			return nil, err
+		}
+	}
+	return &launch{
+		path: jr.Binary,
+		args: j.JailerArgs(jail.Args{
+			Cgroup: cgArgs, NoFile: jr.NoFile, NetNS: netnsPath,
+			Firecracker: []string{"--api-sock", jailAPISocket},
+		}),
+		newPIDNS:   true,
+		view:       view,
+		apiSock:    j.HostPath(jailAPISocket),
+		vsock:      j.HostPath(jailVsock),
+		control:    fmt.Sprintf("%s_%d", j.HostPath(jailVsock), ControlVsockPort),
+		ownControl: func() error { return j.Own(fmt.Sprintf("%s_%d", jailVsock, ControlVsockPort)) },
+		cleanup:    cleanup,
+	}, nil
+}
+
+// Jails lists the ids of every VM this jailer has something of: an owner allocated or a
+// chroot under Base. gc compares it with the VMs it knows alive and Reclaims the rest.
+func (jr *Jailer) Jails() ([]string, error) {
+	seen := map[string]bool{}
+	var ids []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	list, err := jr.Owners.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, al := range list {
+		add(al.ID)
+	}
+	base, err := filepath.EvalSymlinks(jr.Base)
+	if errors.Is(err, os.ErrNotExist) {
+		return ids, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(base, jail.ExecName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.IsDir() && jail.ValidateID(e.Name()) == nil {
+			add(e.Name())
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Reclaim removes everything of VM id's jail after a crash (ours or the VM's): it kills
+// the jail's processes (a jailed Firecracker outlives its supervisor: setuid cleared its
+// parent-death signal) and waits for them to go, then removes its cgroup and chroot and
+// releases its owner. Call it only for a VM known not to be running under a live
+// supervisor. Safe to repeat.
+func (jr *Jailer) Reclaim(ctx context.Context, id string) error {
+	if err := jail.ValidateID(id); err != nil {
+		return err
+	}
+	base, err := filepath.EvalSymlinks(jr.Base)
+	if err != nil {
+		return fmt.Errorf("firecracker: jail base: %w", err)
+	}
+	al, held, err := jr.Owners.Lookup(id)
+	if err != nil {
+		return err
+	}
+	j := &jail.Jail{Base: base, ExecFile: jail.ExecName, ID: id, Owner: al.Owner}
+	if held {
+		if err := killAll(ctx, "/proc", al.Owner); err != nil {
+			return err
+		}
+	}
+	mounts := jr.Mounts
+	if mounts == "" {
+		mounts = jail.ProcMounts
+	}
+	if cgroups, err := jail.DetectCgroups(mounts); err == nil {
+		parent := jr.CgroupParent
+		if parent == "" {
+			parent = jail.DefaultParent
+		}
+		if err := cgroups.RemoveCgroup(ctx, parent, id); err != nil {
+			return err
+		}
+	}
+	if err := j.Remove(); err != nil {
+		return err
+	}
+	return jr.Owners.Release(id)
+}
+
+// killAll SIGKILLs owner's processes until none is left or ctx ends.
+func killAll(ctx context.Context, procRoot string, owner jail.Owner) error {
+	for {
+		n, err := jail.Kill(procRoot, owner)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("firecracker: processes of uid %d survive SIGKILL: %w", owner.UID, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

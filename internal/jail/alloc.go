@@ -1,0 +1,236 @@
+package jail
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/firegopher/firegopher/internal/flock"
+)
+
+// Owner is a jail's uid and gid: Firecracker runs as them, and owns only what its VM
+// writes (the rootfs clone, its sockets).
+type Owner struct {
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+}
+
+// Range is the ids jails are given: First to First+Count-1, the same number as uid and gid.
+type Range struct {
+	First, Count int
+}
+
+// DefaultRange sits above the ranges distributions give users, system users, systemd's
+// dynamic users and systemd-nspawn's containers (up to 0x6FFFFFFF), below 2^31 so that
+// tools with signed uids cope.
+var DefaultRange = Range{First: 1_900_000_000, Count: 65536}
+
+// Validate refuses a range that includes 0 (root) or leaves 32 bits.
+func (r Range) Validate() error {
+	switch {
+	case r.Count < 1:
+		return fmt.Errorf("jail uid range: count %d, want at least 1", r.Count)
+	case r.First < 1:
+		return fmt.Errorf("jail uid range: first %d, want above 0 (never root)", r.First)
+	case r.First+r.Count-1 > 1<<32-2:
+		return fmt.Errorf("jail uid range: %d+%d goes past the largest uid", r.First, r.Count)
+	}
+	return nil
+}
+
+func (r Range) contains(id int) bool { return id >= r.First && id < r.First+r.Count }
+
+// LockTimeout is how long an operation waits for another process holding the database.
+const LockTimeout = 5 * time.Second
+
+// ErrExhausted is wrapped by Allocate when every id of the range is taken.
+var ErrExhausted = errors.New("jail uid range exhausted")
+
+var (
+	bucketJails = []byte("jail.owners") // jail id -> Allocation (JSON)
+	bucketUIDs  = []byte("jail.uids")   // uid (decimal) -> jail id
+)
+
+// Allocation is one jail's owner as persisted.
+type Allocation struct {
+	ID      string    `json:"id"`
+	Owner   Owner     `json:"owner"`
+	Created time.Time `json:"created"`
+}
+
+// Allocator hands out one Owner per jail id from a Range, persisted in a bbolt file that
+// several processes share (opened per operation, as network.Allocator does), so no two live
+// jails ever share a uid. Release frees it; gc releases the owners of jails that are gone.
+type Allocator struct {
+	path string
+	r    Range
+	mu   sync.Mutex
+}
+
+// OpenAllocator checks that path can be opened (creating it) and returns an allocator.
+func OpenAllocator(path string, r Range) (*Allocator, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("jail allocator: empty database path")
+	}
+	a := &Allocator{path: path, r: r}
+	return a, a.update(func(*bolt.Tx) error { return nil })
+}
+
+// Range is the range this allocator hands out from.
+func (a *Allocator) Range() Range { return a.r }
+
+// Allocate returns id's owner: the one it holds, else the first free id of the range from a
+// spread start (so that a freshly released uid is not reused at once).
+func (a *Allocator) Allocate(id string) (Owner, error) {
+	if id == "" {
+		return Owner{}, errors.New("jail allocator: empty jail id")
+	}
+	var out Owner
+	err := a.update(func(tx *bolt.Tx) error {
+		jails, uids := tx.Bucket(bucketJails), tx.Bucket(bucketUIDs)
+		if v := jails.Get([]byte(id)); v != nil {
+			var cur Allocation
+			if err := json.Unmarshal(v, &cur); err != nil {
+				return fmt.Errorf("jail %q: corrupt allocation: %w", id, err)
+			}
+			if !a.r.contains(cur.Owner.UID) {
+				return fmt.Errorf("jail %q holds uid %d, outside the range %d+%d", id, cur.Owner.UID, a.r.First, a.r.Count)
+			}
+			out = cur.Owner
+			return nil
+		}
+		// Start after the highest id ever handed out (kept in the bucket's sequence).
+		start := int(uids.Sequence() % uint64(a.r.Count))
+		for i := 0; i < a.r.Count; i++ {
+			n := (start + i) % a.r.Count
+			uid := a.r.First + n
+			if uids.Get([]byte(strconv.Itoa(uid))) != nil {
+				continue
+			}
+			out = Owner{UID: uid, GID: uid}
+			if err := uids.SetSequence(uint64(n + 1)); err != nil {
+				return err
+			}
+			rec, err := json.Marshal(Allocation{ID: id, Owner: out, Created: time.Now().UTC()})
+			if err != nil {
+				return err
+			}
+			if err := jails.Put([]byte(id), rec); err != nil {
+				return err
+			}
+			return uids.Put([]byte(strconv.Itoa(uid)), []byte(id))
+		}
+		return fmt.Errorf("jail uid range %d+%d: all taken: %w", a.r.First, a.r.Count, ErrExhausted)
+	})
+	return out, err
+}
+
+// Release frees id's owner; releasing what is not allocated is not an error.
+func (a *Allocator) Release(id string) error {
+	return a.update(func(tx *bolt.Tx) error {
+		jails, uids := tx.Bucket(bucketJails), tx.Bucket(bucketUIDs)
+		v := jails.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		var cur Allocation
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return fmt.Errorf("jail %q: corrupt allocation: %w", id, err)
+		}
+		key := []byte(strconv.Itoa(cur.Owner.UID))
+		if string(uids.Get(key)) == id {
+			if err := uids.Delete(key); err != nil {
+				return err
+			}
+		}
+		return jails.Delete([]byte(id))
+	})
+}
+
+// Lookup returns id's allocation, if any.
+func (a *Allocator) Lookup(id string) (Allocation, bool, error) {
+	var out Allocation
+	var ok bool
+	err := a.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJails)
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &out)
+	})
+	return out, ok, err
+}
+
+// List returns every allocation, ordered by jail id.
+func (a *Allocator) List() ([]Allocation, error) {
+	var out []Allocation
+	err := a.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJails)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var al Allocation
+			if err := json.Unmarshal(v, &al); err != nil {
+				return fmt.Errorf("jail %q: corrupt allocation: %w", k, err)
+			}
+			out = append(out, al)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (a *Allocator) update(fn func(*bolt.Tx) error) error {
+	return a.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketJails, bucketUIDs} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return fn(tx)
+		})
+	})
+}
+
+func (a *Allocator) view(fn func(*bolt.Tx) error) error {
+	return a.withDB(func(db *bolt.DB) error { return db.View(fn) })
+}
+
+// withDB opens the database for one operation, queueing on a side flock first (bbolt's own
+// lock polls, which lets a busy process starve the others).
+func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
+	defer cancel()
+	lock, err := flock.Lock(ctx, a.path+".lock")
+	if err != nil {
+		return fmt.Errorf("jail allocator %s: %w", a.path, err)
+	}
+	defer lock.Close()
+	db, err := bolt.Open(a.path, 0o600, &bolt.Options{Timeout: LockTimeout})
+	if err != nil {
+		return fmt.Errorf("jail allocator %s: %w", a.path, err)
+	}
+	err = fn(db)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("jail allocator %s: close: %w", a.path, cerr)
+	}
+	return err
+}
