@@ -25,6 +25,8 @@ type exchange struct {
 	status   int   // set when no response was written (499)
 	err      error // why the request failed, for the access log
 	aborted  bool  // the response was cut after its headers
+
+	fullDuplex bool
 }
 
 type exchangeKey struct{}
@@ -72,6 +74,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.route = rt
+	if r.ContentLength != 0 {
+		// The request body streams to the backend while its response streams back: an
+		// HTTP/1 server would otherwise discard the rest of the body once the response
+		// starts, under the transport's feet (HTTP/2 is full duplex anyway).
+		x.fullDuplex = http.NewResponseController(rec).EnableFullDuplex() == nil
+	}
 	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), exchangeKey{}, x))
 	x.cancel = cancel
 	x.timer = time.AfterFunc(rt.timeout, func() { cancel(errBackendTimeout) })
@@ -147,6 +155,13 @@ func (p *Proxy) finish(rec *recorder, r *http.Request, x *exchange) {
 	}
 	if x.backend != nil {
 		x.backend.inflight.Add(-1)
+	}
+	if x.fullDuplex {
+		// A full-duplex HTTP/1 handler must not leave its body for the server to drain:
+		// net/http (1.26) would then start its background read after aborting it, and
+		// the next request on the connection panics ("invalid concurrent Body.Read
+		// call"). ReverseProxy never closes the inbound body, so close it here.
+		r.Body.Close()
 	}
 	p.metrics.inflight.Add(-1)
 	status := firstNonZero(x.status, rec.status, x.upstream, http.StatusOK)
@@ -260,8 +275,8 @@ func (bl balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // bodyGuard tells whether a request body has been read, and keeps it open across a
 // failed connect (http.Transport closes the body of a request it could not send) so that
-// the next backend gets it whole. Once read, Close passes through, so the transport can
-// still abort an upload.
+// the next backend gets it whole; once read, Close passes through. (ReverseProxy shields
+// the inbound body from Close as well; the guard does not rely on it.)
 type bodyGuard struct {
 	io.ReadCloser
 	read atomic.Bool
@@ -307,6 +322,10 @@ func (r *recorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+func (r *recorder) EnableFullDuplex() error {
+	return http.NewResponseController(r.ResponseWriter).EnableFullDuplex()
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

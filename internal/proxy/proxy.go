@@ -82,6 +82,9 @@ func New(cfg Config) (*Proxy, error) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "backend" // the balancer sets the backend's address per attempt
+			// Append the client to the X-Forwarded-For chain it came with (as nginx's
+			// $proxy_add_x_forwarded_for does): the last entry is ours, so trustworthy.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			pr.SetXForwarded()
 			// pr.Out.Host stays the client's Host: backends see the name they were asked by.
 		},
