@@ -26,9 +26,10 @@ type Config struct {
 	// MaxConnectAttempts bounds the backends tried for one request when connects fail
 	// (default 3).
 	MaxConnectAttempts int
-	// Timeout is how long a backend may take to answer (from sending the request to its
-	// response headers) before the client gets a 504 (default 60s). Bodies, streams and
-	// upgraded connections are not bounded by it.
+	// Timeout is how long a backend may take to answer (from the end of sending it the
+	// request, body included, to its response headers) before the client gets a 504
+	// (default 60s). Response bodies, streams and upgraded connections are not bounded by
+	// it.
 	Timeout time.Duration
 	// RouteTimeouts overrides Timeout per route, keyed by the route's label (the service
 	// or VM name, without the domain).

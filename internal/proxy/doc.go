@@ -28,6 +28,8 @@
 // Autostart: with a Waker, a request for a route that has only stopped backends wakes
 // one and waits (up to WakeTimeout) for the route to become healthy.
 //
-// Streaming, chunked bodies and upgrades (websockets) are net/http/httputil's; responses
-// are flushed as they come (FlushInterval -1). Serve adds HTTP/2 over TLS.
+// Streaming, chunked bodies and upgrades (websockets) are net/http/httputil's; streamed
+// responses (chunked, server-sent events) are flushed on every write, others within 5ms.
+// Request bodies stream to the backend while the response streams back (full duplex).
+// Serve adds HTTP/2 over TLS.
 package proxy

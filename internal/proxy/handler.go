@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -14,13 +15,12 @@ import (
 // exchange is one request's bookkeeping, shared by ServeHTTP, the balancer and the error
 // handler through the request's context.
 type exchange struct {
+	rec      recorder
 	start    time.Time
 	client   context.Context // the client's own context: done when it leaves
 	route    *route
 	backend  *backendState // holds one in-flight count while set
 	attempts int
-	timer    *time.Timer // the route timeout, stopped at the response headers
-	cancel   context.CancelCauseFunc
 	upstream int   // the backend's status code
 	status   int   // set when no response was written (499)
 	err      error // why the request failed, for the access log
@@ -30,8 +30,6 @@ type exchange struct {
 }
 
 type exchangeKey struct{}
-
-var errBackendTimeout = errors.New("backend timeout")
 
 // statusError is a failure the client gets as a status and a one-line reason.
 type statusError struct {
@@ -51,8 +49,8 @@ func (e *statusError) Unwrap() error { return e.err }
 
 // ServeHTTP routes r by its Host to a backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	x := &exchange{start: time.Now(), client: r.Context()}
-	rec := &recorder{ResponseWriter: w}
+	x := &exchange{rec: recorder{ResponseWriter: w}, start: time.Now(), client: r.Context()}
+	rec := &x.rec
 	p.metrics.inflight.Add(1)
 	defer func() {
 		v := recover()
@@ -80,10 +78,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// starts, under the transport's feet (HTTP/2 is full duplex anyway).
 		x.fullDuplex = http.NewResponseController(rec).EnableFullDuplex() == nil
 	}
-	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), exchangeKey{}, x))
-	x.cancel = cancel
-	x.timer = time.AfterFunc(rt.timeout, func() { cancel(errBackendTimeout) })
-	p.rp.ServeHTTP(rec, r.WithContext(ctx))
+	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 }
 
 // resolve finds the route for a Host header, waking a stopped backend if that is the
@@ -137,9 +132,6 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &se):
 		writeError(w, se.status, se.reason)
-	case errors.Is(err, errBackendTimeout) || context.Cause(r.Context()) == errBackendTimeout:
-		x.err = fmt.Errorf("no response within %s: %w", x.route.timeout, err)
-		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("the backend of %s did not answer within %s", x.route.host, x.route.timeout))
 	case x.client.Err() != nil:
 		x.status = 499
 	default:
@@ -149,10 +141,6 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 
 // finish releases what the request held, counts it and writes its access log line.
 func (p *Proxy) finish(rec *recorder, r *http.Request, x *exchange) {
-	if x.timer != nil {
-		x.timer.Stop()
-		x.cancel(nil)
-	}
 	if x.backend != nil {
 		x.backend.inflight.Add(-1)
 	}
@@ -248,17 +236,19 @@ func (bl balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		x.attempts++
 		b.lastUsed.Store(x.start.UnixNano())
 		req.URL.Host = b.addr
-		resp, err := p.transport.RoundTrip(req)
+		resp, err := x.route.transport.RoundTrip(req)
 		if err == nil {
-			if !x.timer.Stop() { // fired as the headers came: the context is gone
-				resp.Body.Close()
-				return nil, errBackendTimeout
-			}
 			x.upstream = resp.StatusCode
 			return resp, nil
 		}
 		var de *dialError
-		if !errors.As(err, &de) || req.Context().Err() != nil {
+		if !errors.As(err, &de) || x.client.Err() != nil {
+			var ne net.Error
+			if x.client.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+				// The transport's ResponseHeaderTimeout: the only timeout after the connect.
+				return nil, &statusError{http.StatusGatewayTimeout,
+					fmt.Sprintf("the backend of %s did not answer within %s", x.route.host, x.route.timeout), err}
+			}
 			return nil, err
 		}
 		p.record(b, err, true)

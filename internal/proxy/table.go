@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -75,15 +76,16 @@ const (
 
 // route is one routed host and where its requests may go.
 type route struct {
-	label    string // the host's first label
-	host     string // label.DOMAIN
-	kind     string
-	backends []*backendState // running ones, draining included (pick skips them)
-	stopped  []Backend       // wakeable
-	active   int             // running, not draining
-	timeout  time.Duration
-	metrics  *routeMetrics
-	next     atomic.Uint64 // where the next pick starts, so that ties rotate
+	label     string // the host's first label
+	host      string // label.DOMAIN
+	kind      string
+	backends  []*backendState // running ones, draining included (pick skips them)
+	stopped   []Backend       // wakeable
+	active    int             // running, not draining
+	timeout   time.Duration
+	transport *http.Transport // the one whose ResponseHeaderTimeout is timeout
+	metrics   *routeMetrics
+	next      atomic.Uint64 // where the next pick starts, so that ties rotate
 }
 
 // table is one immutable snapshot of the routes; refresh swaps in a new one.
