@@ -865,7 +865,7 @@ func TestXForwardedHeaders(t *testing.T) {
 }
 
 func TestStreamingBodies(t *testing.T) {
-	next := make(chan struct{})
+	next := map[string]chan struct{}{"/stream": make(chan struct{}), "/known-length": make(chan struct{})}
 	_, addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/echo" {
 			// Echo a chunked upload as it comes.
@@ -873,32 +873,39 @@ func TestStreamingBodies(t *testing.T) {
 			io.Copy(w, r.Body)
 			return
 		}
+		if r.URL.Path == "/known-length" {
+			w.Header().Set("Content-Length", "13")
+		}
 		io.WriteString(w, "first\n")
 		http.NewResponseController(w).Flush()
-		<-next
+		<-next[r.URL.Path]
 		io.WriteString(w, "second\n")
 	}))
 	e := start(t, Config{}, Backend{ID: "1", Name: "web", Addr: addr})
 	e.waitHealth("1", "healthy")
 
-	req, _ := http.NewRequest("GET", e.front.URL+"/stream", nil)
-	req.Host = "web.fg.test"
-	resp, err := e.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if len(resp.TransferEncoding) == 0 || resp.TransferEncoding[0] != "chunked" {
-		t.Errorf("transfer encoding %v, want chunked", resp.TransferEncoding)
-	}
-	buf := make([]byte, 6)
-	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first\n" {
-		t.Fatalf("first chunk before the backend wrote the second: %q %v", buf, err)
-	}
-	close(next)
-	rest, _ := io.ReadAll(resp.Body)
-	if string(rest) != "second\n" {
-		t.Fatalf("rest %q", rest)
+	// Both a stream and a slow response of known length reach the client as they come.
+	for _, path := range []string{"/stream", "/known-length"} {
+		req, _ := http.NewRequest("GET", e.front.URL+path, nil)
+		req.Host = "web.fg.test"
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+		if chunked != (path == "/stream") {
+			t.Errorf("%s: transfer encoding %v, content length %d", path, resp.TransferEncoding, resp.ContentLength)
+		}
+		buf := make([]byte, 6)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first\n" {
+			t.Fatalf("%s: first part before the backend wrote the second: %q %v", path, buf, err)
+		}
+		close(next[path])
+		rest, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(rest) != "second\n" {
+			t.Fatalf("%s: rest %q", path, rest)
+		}
 	}
 
 	pr, pw := io.Pipe()
@@ -908,7 +915,7 @@ func TestStreamingBodies(t *testing.T) {
 		}
 		pw.Close()
 	}()
-	req, _ = http.NewRequest("POST", e.front.URL+"/echo", pr)
+	req, _ := http.NewRequest("POST", e.front.URL+"/echo", pr)
 	req.Host = "web.fg.test"
 	resp2, err := e.client.Do(req)
 	if err != nil {
