@@ -96,6 +96,9 @@ func (p *Proxy) resolve(ctx context.Context, host string) (*route, error) {
 	label, ok := p.label(host)
 	rt := t.routes[label]
 	if !ok || rt == nil {
+		if len(host) > 256 { // the reason echoes the client's Host: keep it short
+			host = host[:256] + "..."
+		}
 		return nil, &statusError{status: http.StatusNotFound, reason: fmt.Sprintf("no route for host %q", host)}
 	}
 	if rt.active == 0 && len(rt.stopped) > 0 && p.cfg.Waker != nil {

@@ -402,8 +402,10 @@ func (p *Proxy) Routes() []Route {
 
 // WaitDrained returns once the proxy sends no new request to backend id (its latest
 // listing has it Draining, Stopped or gone) and none of its requests is in flight, or
-// with an error when ctx ends first. It asks for a listing at once, so a caller that has
-// just marked the backend Draining in the Source need not wait for the next poll.
+// with an error when ctx ends first (the caller's stop timeout). Upgraded connections
+// (websockets) count as in flight until they close. It asks for a listing at once, so a
+// caller that has just marked the backend Draining in the Source need not wait for the
+// next poll.
 func (p *Proxy) WaitDrained(ctx context.Context, id string) error {
 	p.poke()
 	tick := time.NewTicker(10 * time.Millisecond)
