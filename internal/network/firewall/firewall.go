@@ -64,6 +64,13 @@ var sysctls = []sysctl{
 
 func sysctlPath(name string) string { return "/proc/sys/" + strings.ReplaceAll(name, ".", "/") }
 
+func writeSysctl(name, value string) error {
+	if err := os.WriteFile(sysctlPath(name), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("set sysctl %s=%s: %w", name, value, err)
+	}
+	return nil
+}
+
 func readSysctl(name string) (string, error) {
 	b, err := os.ReadFile(sysctlPath(name))
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -131,14 +132,31 @@ func build(cfg HostConfig) desired {
 						oifIn(SetTAPs, false),
 						ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
 						verdict(expr.VerdictAccept))},
+					{"firegopher: published ports into VMs", cat(
+						oifIn(SetTAPs, false),
+						ctStatus(ipsDstNAT),
+						verdict(expr.VerdictAccept))},
 					{"firegopher: no new connections into VMs", cat(
 						oifIn(SetTAPs, false),
 						verdict(expr.VerdictDrop))},
 				},
 			},
 			{
+				// Published ports (Publish adds one rule per port and VM): to the host's
+				// addresses from outside, and from the host itself.
+				chain: chain(chainPublishIn, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest),
+			},
+			{
+				chain: chain(chainPublishLocal, nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest),
+			},
+			{
 				chain: chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
 				rules: []ruleSpec{
+					{"firegopher: masquerade the host's loopback to published ports", cat(
+						nfproto(unix.NFPROTO_IPV4),
+						ipPrefix(12, netip.MustParsePrefix("127.0.0.0/8")),
+						oifIn(SetTAPs, false),
+						[]expr.Any{&expr.Masq{}})},
 					{"firegopher: masquerade " + pool + " leaving the host", cat(
 						nfproto(unix.NFPROTO_IPV4),
 						ipPrefix(12, cfg.Pool),
@@ -206,6 +224,17 @@ func udpDport(port uint16) []expr.Any {
 func ctState(bits uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ipsDstNAT is conntrack's IPS_DST_NAT status bit: the connection was destination-NATed.
+const ipsDstNAT = 1 << 5
+
+func ctStatus(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
@@ -281,10 +310,14 @@ func (st state) missing(cfg HostConfig) []string {
 			}
 			continue
 		}
-		rules := st.rules[cs.chain.Name]
-		got := make([]string, len(rules))
-		for i, r := range rules {
-			got[i], _ = userdata.GetString(r.UserData, userdata.TypeComment)
+		var rules []*nftables.Rule
+		var got []string
+		for _, r := range st.rules[cs.chain.Name] {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if strings.HasPrefix(comment, publishPrefix) {
+				continue // a VM's published port, not part of the host's table
+			}
+			rules, got = append(rules, r), append(got, comment)
 		}
 		for i, r := range cs.rules {
 			switch {
