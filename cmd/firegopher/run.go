@@ -70,6 +70,9 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: qemu (default; env FIREGOPHER_VMM)")
 	fl.StringVar(&f.Accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
 	registerNetFlags(fl, &f.Net)
+	fl.StringArrayVarP(&f.Publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable; implies --net)")
+	fl.StringVar(&f.Service, "service", "", "the proxy service this VM serves (firegopher proxy serve routes SERVICE.DOMAIN to it)")
+	fl.IntVar(&f.HTTPPort, "http-port", 0, "the guest port the proxy sends HTTP requests to (implies --net)")
 	return cmd
 }
 

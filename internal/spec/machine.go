@@ -36,6 +36,12 @@ type Machine struct {
 	VMM     VMM      `json:"vmm"`
 	// KernelArgs are added to a foreign guest's kernel command line.
 	KernelArgs string `json:"kernel_args,omitempty"`
+	// Ports are published on the host (the kernel forwards them; needs a network).
+	Ports []Port `json:"ports,omitempty"`
+	// Service is the proxy service the VM serves, on HTTPPort (the proxy routes
+	// NAME.DOMAIN and SERVICE.DOMAIN to it).
+	Service  string `json:"service,omitempty"`
+	HTTPPort uint16 `json:"http_port,omitempty"`
 }
 
 // Mode says what runs in the VM once it is up.
@@ -146,6 +152,15 @@ func (m *Machine) Validate() error {
 		}
 	default:
 		return fmt.Errorf("mode: %q, want %q, %q or %q", m.Mode, ModeApp, ModeSystem, ModeForeign)
+	}
+	if (len(m.Ports) > 0 || m.HTTPPort > 0) && m.Network == nil {
+		return fmt.Errorf("%s: published ports need a network (--net)", FieldPublish)
+	}
+	if m.Service != "" && !namePattern.MatchString(m.Service) {
+		return fmt.Errorf("--service: %q, want lowercase letters, digits, '.', '_', '-'", m.Service)
+	}
+	if m.Service != "" && m.HTTPPort == 0 {
+		return fmt.Errorf("--service: %q needs --http-port, the port the proxy sends its requests to", m.Service)
 	}
 	if m.Run != "" && !runPattern.MatchString(m.Run) {
 		return fmt.Errorf("run_id: %q, want letters, digits and '-' (at most 64)", m.Run)

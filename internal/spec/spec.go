@@ -194,6 +194,10 @@ type RunFlags struct {
 	Interactive bool
 	TTY         *Terminal
 	Term        string
+	// Publish (-p) and the proxy's Service/HTTPPort; any of them implies a network.
+	Publish  []string
+	Service  string
+	HTTPPort int
 }
 
 // ParseRun validates every flag and returns the machine they describe, with a new id, or
@@ -222,6 +226,19 @@ func ParseRun(f RunFlags) (*Machine, error) {
 	}
 	if m.Volumes, err = ParseVolumes(f.Volumes); err != nil {
 		return nil, err
+	}
+	if m.Ports, err = ParsePorts(f.Publish); err != nil {
+		return nil, err
+	}
+	if f.HTTPPort != 0 {
+		if f.HTTPPort < 1 || f.HTTPPort > 65535 {
+			return nil, fmt.Errorf("--http-port: %d is not a port (1-65535)", f.HTTPPort)
+		}
+		m.HTTPPort = uint16(f.HTTPPort)
+	}
+	m.Service = f.Service
+	if len(m.Ports) > 0 || m.HTTPPort > 0 || m.Service != "" {
+		f.Net.Enabled = true
 	}
 	if m.Network, err = ParseNet(f.Net); err != nil {
 		return nil, err

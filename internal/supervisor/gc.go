@@ -184,6 +184,9 @@ func cleanNetwork(log *slog.Logger, n *state.Network) []string {
 		return nil
 	}
 	tap := alloc.Slot.TAP
+	if err := firewall.Unpublish(log, tap); err != nil {
+		log.Warn("gc: unpublish ports", "tap", tap, "error", err)
+	}
 	if err := firewall.RemoveTAP(log, tap); err == nil {
 		done = append(done, "firewall entries of "+tap)
 	}

@@ -30,6 +30,7 @@ const (
 	StepAllocateAddress = "allocate-address"
 	StepCreateTAP       = "create-tap"
 	StepFirewallTAP     = "firewall-tap"
+	StepPublishPorts    = "publish-ports"
 	StepServeDHCP       = "serve-dhcp"
 	StepWriteInitrd     = "write-initrd"
 	StepListenAPI       = "listen-api"
@@ -54,6 +55,7 @@ func DefaultSteps() Steps {
 		{Name: StepAllocateAddress, Do: allocateAddress, Undo: releaseAddress},
 		{Name: StepCreateTAP, Do: createTAP, Undo: deleteTAP},
 		{Name: StepFirewallTAP, Do: firewallTAP, Undo: unfirewallTAP},
+		{Name: StepPublishPorts, Do: publishPorts, Undo: unpublishPorts},
 		{Name: StepServeDHCP, Do: serveDHCP, Undo: stopDHCP},
 		{Name: StepWriteInitrd, Do: writeInitrd, Undo: removeFile(InitrdFile)},
 		{Name: StepListenAPI, Do: listenAPI, Undo: closeAPI},
