@@ -22,6 +22,7 @@ import (
 	"github.com/firegopher/firegopher/internal/assets/oci"
 	"github.com/firegopher/firegopher/internal/console"
 	"github.com/firegopher/firegopher/internal/exitcode"
+	"github.com/firegopher/firegopher/internal/proxy/vmsource"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/supervisor"
@@ -213,6 +214,10 @@ func newStopCommand(g *globalFlags) *cobra.Command {
 			for _, ref := range args {
 				h, vm, err := lookup(g, ref)
 				if err != nil {
+					return err
+				}
+				// A proxy routing to it finishes what is in flight first, up to the timeout.
+				if err := vmsource.Drain(h, vm, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}
 				if err := h.Stop(vm, time.Duration(timeout)*time.Second); err != nil {

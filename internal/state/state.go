@@ -48,6 +48,8 @@ type VM struct {
 	SupervisorPID int      `json:"supervisor_pid,omitempty"`
 	VMMPID        int      `json:"vmm_pid,omitempty"`
 	Network       *Network `json:"network,omitempty"`
+	// Draining: the VM is being stopped; a proxy sends it no new requests.
+	Draining bool `json:"draining,omitempty"`
 	// HostKeys are the public SSH host keys written into a foreign guest's disk before its
 	// first boot, in authorized_keys format: what `ssh` to it must see.
 	HostKeys []string `json:"host_keys,omitempty"`
