@@ -85,7 +85,7 @@ func newRootCommand() *cobra.Command {
 		newPullCommand(g), newPushCommand(g), newImagesCommand(g), newRmiCommand(g), newAssetsCommand(g),
 		newFirecrackerCommand(g), newImageCommand(g),
 		newUpCommand(g), newDownCommand(g), newInventoryCommand(g), newSSHCommand(g),
-		newVolumeCommand(g))
+		newVolumeCommand(g), newProxyCommand(g))
 	return root
 }
 
