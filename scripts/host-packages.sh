@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   qemu-system-x86   # the VMM of the qemu backend
+  qemu-utils        # qemu-img: per-VM qcow2 overlays over the cached raw image (O(1) clones)
   mmdebstrap        # bootstraps the default root filesystem
   e2fsprogs         # mkfs.ext4 -d, debugfs
   xfsprogs          # a reflink-capable filesystem for the clone tests

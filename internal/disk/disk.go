@@ -107,3 +107,34 @@ func copySparse(out, in *os.File, size int64) error {
 	}
 	return nil
 }
+
+// ErrNoReflink: the filesystem cannot share blocks between these two files.
+var ErrNoReflink = errors.New("no reflink here")
+
+// CloneReflink makes dst share src's blocks (FICLONE), or fails with ErrNoReflink and leaves
+// no dst: for callers with a better fallback than a copy.
+func CloneReflink(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	ferr := ficlone(int(out.Fd()), int(in.Fd()))
+	cerr := out.Close()
+	if ferr != nil || cerr != nil {
+		os.Remove(dst)
+		if ferr != nil {
+			return fmt.Errorf("%w: %v", ErrNoReflink, ferr)
+		}
+		return cerr
+	}
+	return nil
+}

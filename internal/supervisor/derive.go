@@ -65,7 +65,7 @@ const ForeignCmdline = "rw console=ttyS0"
 // m's order (named ones from volumesDir, host directories' drives from dir), the initrd
 // (ours with the config layer, or the kernel image's own for a foreign machine), the
 // console log, and the NICs the network steps made.
-func VMMSpec(m *spec.Machine, dir, volumesDir string, k *assets.Kernel, store *assets.Store, nics []vmm.NIC) vmm.Spec {
+func VMMSpec(m *spec.Machine, dir string, root vmm.Disk, volumesDir string, k *assets.Kernel, store *assets.Store, nics []vmm.NIC) vmm.Spec {
 	s := vmm.Spec{
 		ID:         m.ID,
 		Dir:        dir,
@@ -74,7 +74,7 @@ func VMMSpec(m *spec.Machine, dir, volumesDir string, k *assets.Kernel, store *a
 		Kernel:     store.Path(k.Vmlinux),
 		Initrd:     filepath.Join(dir, InitrdFile),
 		Cmdline:    Cmdline,
-		Disks:      []vmm.Disk{{Path: filepath.Join(dir, DiskFile), Serial: RootSerial}},
+		Disks:      []vmm.Disk{root},
 		NICs:       nics,
 		ConsoleLog: filepath.Join(dir, ConsoleLog),
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/firegopher/firegopher/internal/disk"
 	"github.com/firegopher/firegopher/internal/initrd"
 	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 // guestConnectTimeout bounds a boot up to init's first frame (a TCG boot takes seconds).
@@ -27,12 +28,46 @@ func removeFile(name string) func(*VM) error {
 	}
 }
 
-func cloneRootfs(_ context.Context, vm *VM) error {
-	method, err := disk.Clone(vm.Machine.Assets.Rootfs, vm.path(DiskFile))
+// cloneRootfs gives the VM its own root disk: a reflink (constant time, raw) where the
+// state dir's filesystem can; else, on a VMM that reads qcow2 and for a guest whose disk
+// the host need not edit, a qcow2 overlay over the cached image (constant time too); else a
+// sparse copy (time grows with the image; logged at debug).
+func cloneRootfs(ctx context.Context, vm *VM) error {
+	src, raw := vm.Machine.Assets.Rootfs, vm.path(DiskFile)
+	if vm.Backend.Caps().Overlays && vm.Machine.Mode != spec.ModeForeign {
+		err := disk.CloneReflink(src, raw)
+		if err == nil {
+			vm.root = vmm.Disk{Path: raw, Serial: RootSerial}
+			vm.Log.Debug("root disk cloned", "method", disk.Reflink)
+			return nil
+		}
+		if !errors.Is(err, disk.ErrNoReflink) {
+			return err
+		}
+		if err := disk.MakeOverlay(ctx, src, vm.path(OverlayFile)); err != nil {
+			return err
+		}
+		vm.root = vmm.Disk{Path: vm.path(OverlayFile), Serial: RootSerial, Format: "qcow2"}
+		vm.Log.Debug("root disk cloned", "method", disk.Overlay)
+		return nil
+	}
+	method, err := disk.Clone(src, raw)
 	if err != nil {
 		return err
 	}
+	vm.root = vmm.Disk{Path: raw, Serial: RootSerial}
 	vm.Log.Debug("root disk cloned", "method", method)
+	return nil
+}
+
+// removeRoot removes the root disk clone-rootfs made, whichever kind.
+func removeRoot(vm *VM) error {
+	if vm.root.Path == "" {
+		return nil
+	}
+	if err := os.Remove(vm.root.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	return nil
 }
 
@@ -57,7 +92,7 @@ func listenAPI(_ context.Context, vm *VM) (err error) {
 func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
-	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.VolumesDir, vm.kernel, vm.Store, vm.nics()))
+	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.root, vm.VolumesDir, vm.kernel, vm.Store, vm.nics()))
 	if err != nil {
 		return err
 	}

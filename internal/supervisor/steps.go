@@ -42,7 +42,7 @@ const (
 // The network steps do nothing for a machine without a network.
 func DefaultSteps() Steps {
 	return Steps{
-		{Name: StepCloneRootfs, Do: cloneRootfs, Undo: removeFile(DiskFile)},
+		{Name: StepCloneRootfs, Do: cloneRootfs, Undo: removeRoot},
 		// Named volumes stay locked for the VM's life; the kernel drops the locks if the
 		// supervisor dies, so gc has nothing to release.
 		{Name: StepAttachVolumes, Do: attachVolumes, Undo: detachVolumes},

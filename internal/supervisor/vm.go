@@ -30,6 +30,7 @@ const Cmdline = "console=ttyS0 panic=-1 rdinit=/init quiet"
 // Files of a VM's directory.
 const (
 	DiskFile      = "rootfs.ext4"
+	OverlayFile   = "rootfs.qcow2" // the root disk as a qcow2 overlay of the cached image
 	InitrdFile    = "initrd.cpio"
 	APISocket     = "api.sock"
 	ConsoleLog    = "console.log"
@@ -52,6 +53,7 @@ type VM struct {
 	VolumesDir string
 
 	kernel   *assets.Kernel
+	root     vmm.Disk // the root disk clone-rootfs made
 	net      netState
 	lock     *os.File
 	api      net.Listener

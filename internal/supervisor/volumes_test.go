@@ -52,7 +52,7 @@ func TestDeriveVolumes(t *testing.T) {
 	}
 	k := &assets.Kernel{Vmlinux: "sha256:00"}
 	store, _ := assets.Open(t.TempDir())
-	s := VMMSpec(m, "/state/vms/aaaaaaaaaaaa", "/state/volumes", k, store, nil)
+	s := VMMSpec(m, "/state/vms/aaaaaaaaaaaa", vmm.Disk{Path: "/state/vms/aaaaaaaaaaaa/rootfs.ext4", Serial: RootSerial}, "/state/volumes", k, store, nil)
 	want := []vmm.Disk{
 		{Path: "/state/vms/aaaaaaaaaaaa/" + DiskFile, Serial: RootSerial},
 		{Path: "/state/volumes/data/disk.ext4", Serial: "vol0"},

@@ -20,6 +20,8 @@ type Disk struct {
 	// Serial is the virtio serial the guest sees, on backends whose Caps().DiskSerials says
 	// they can set one; others attach disks in order and the guest finds them by position.
 	Serial string
+	// Format is "raw" (the default, "") or "qcow2" (an overlay; Caps().Overlays).
+	Format string
 }
 
 // NIC is a virtio-net interface backed by an existing TAP device on the host.
@@ -79,6 +81,9 @@ type Caps struct {
 	// DiskSerials: the guest sees Disk.Serial (QEMU). Firecracker answers GET_ID with an id
 	// of its own, so there the guest finds its root disk by position.
 	DiskSerials bool
+	// Overlays: the VMM reads qcow2 overlays, so a VM's root disk can be one over the cached
+	// raw image (a clone in constant time where the filesystem has no reflink).
+	Overlays bool
 }
 
 // Backend starts VMs.

@@ -125,7 +125,7 @@ func assertOnlySurvivorLeft(t *testing.T, n *testNet, survivor string) {
 	if ls := strings.TrimSpace(string(n.fg(t, "net", "ls").stdout)); strings.Count(ls, "\n") != 1 {
 		t.Fatalf("address allocations of dead VMs remain:\n%s", ls)
 	}
-	disks, _ := filepath.Glob(filepath.Join(stateDir, "vms", "*", "rootfs.ext4"))
+	disks, _ := filepath.Glob(filepath.Join(stateDir, "vms", "*", "rootfs.*")) // raw clone or qcow2 overlay
 	if len(disks) != 1 {
 		t.Fatalf("disk clones left: %v", disks)
 	}

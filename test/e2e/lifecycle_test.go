@@ -195,7 +195,7 @@ func TestGCAfterSupervisorKill(t *testing.T) {
 			t.Fatalf("gc left the VMM running: %v", procs)
 		}
 		dir := filepath.Join(stateDir, "vms", victim)
-		for _, f := range []string{"rootfs.ext4", "initrd.cpio", "control.sock", "api.sock"} {
+		for _, f := range []string{"rootfs.ext4", "rootfs.qcow2", "initrd.cpio", "control.sock", "api.sock"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 				t.Fatalf("gc left %s", f)
 			}

@@ -134,7 +134,7 @@ func kvmUsable(cpuinfo, kvmDev string) error {
 func (b *Backend) Name() string { return "qemu-" + string(b.Accel) }
 
 // Caps: QEMU gives virtio disks the serial we ask for.
-func (b *Backend) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true} }
+func (b *Backend) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true, Overlays: true} }
 
 // Cmdline is the kernel command line QEMU boots spec with: the caller's part, then the
 // control transport init must open and reboot=k (a guest reboot ends QEMU: -no-reboot), and
@@ -187,7 +187,11 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 	}
 	for i, d := range spec.Disks {
 		id := fmt.Sprintf("disk%d", i)
-		drive := fmt.Sprintf("if=none,id=%s,file=%s,format=raw,cache=writeback", id, escapeOpt(d.Path))
+		format := "raw"
+		if d.Format != "" {
+			format = d.Format
+		}
+		drive := fmt.Sprintf("if=none,id=%s,file=%s,format=%s,cache=writeback", id, escapeOpt(d.Path), format)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
