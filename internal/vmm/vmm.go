@@ -79,6 +79,10 @@ type Caps struct {
 	// DiskSerials: the guest sees Disk.Serial (QEMU). Firecracker answers GET_ID with an id
 	// of its own, so there the guest finds its root disk by position.
 	DiskSerials bool
+	// NetNS: each VM's VMM runs in a network namespace of its own, which the caller makes
+	// before Start (jail.CreateNetNS with the name jail.NetNSName(ID)); the NICs' TAPs
+	// are names inside it (jail.TAP). Firecracker under its jailer.
+	NetNS bool
 }
 
 // Backend starts VMs.
