@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -58,13 +59,16 @@ var backends = map[string]func(*supervisor.Host, spec.VMM) (vmm.Backend, error){
 	vmm.Firecracker: func(h *supervisor.Host, _ spec.VMM) (vmm.Backend, error) { return firecrackerBackend(h) },
 }
 
+// defaultLogged: a command that asks for the backend twice (create, then start) says once.
+var defaultLogged sync.Once
+
 // newBackend is the backend v names; none names the default (vmm.DefaultBackend).
 func newBackend(h *supervisor.Host, v spec.VMM) (vmm.Backend, error) {
 	name := v.Backend
 	if name == "" {
 		var why string
 		name, why = vmm.DefaultBackend(kvmError(), newestFirecracker(h))
-		h.Log.Info("vmm: "+name, "why", why)
+		defaultLogged.Do(func() { h.Log.Info("vmm: "+name, "why", why) })
 	}
 	b, ok := backends[name]
 	if !ok {

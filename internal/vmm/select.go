@@ -1,6 +1,9 @@
 package vmm
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
 // Backend names a machine's VMM field selects.
 const (
@@ -20,4 +23,11 @@ func DefaultBackend(kvmErr error, release string) (name, why string) {
 	default:
 		return Firecracker, fmt.Sprintf("KVM works and Firecracker v%s is installed", release)
 	}
+}
+
+// KernelChecker is a backend that can tell, before anything is made for a VM, that it
+// cannot give a guest kernel its devices (Firecracker < 1.8 and a kernel without
+// virtio_mmio.device=). mmioModule is the guest's virtio_mmio.ko, nil when built in.
+type KernelChecker interface {
+	CheckKernel(ctx context.Context, vmlinux string, mmioModule []byte) error
 }
