@@ -177,7 +177,7 @@ func firecrackerBackend(h *supervisor.Host) (vmm.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	jr.Binary, jr.Cgroups, jr.NetNS = store.Path(rel.Jailer), policy, jail.NetNSPath
+	jr.Binary, jr.Cgroups, jr.NetNS = store.Path(rel.Jailer), policy, supervisor.VMNetNS
 	b.Jailer, b.Logger = jr, h.Log
 	return b, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/firegopher/firegopher/internal/assets"
+	"github.com/firegopher/firegopher/internal/jail"
 	"github.com/firegopher/firegopher/internal/kernel"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/vmm"
@@ -64,4 +65,15 @@ func (h *Host) checkKernel(m *spec.Machine) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return kc.CheckKernel(ctx, store.Path(k.Vmlinux), mmio)
+}
+
+// VMNetNS is Jailer.NetNS for a Host's VMs: the network namespace create-tap made for VM
+// id (jail.NetNSPath), or "" when it has none (no network): the jailer is then not asked
+// to join a namespace that does not exist.
+func VMNetNS(id string) string {
+	p := jail.NetNSPath(id)
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
