@@ -222,6 +222,13 @@ func startFCDetached(t *testing.T, h *Host, c fcConfig, m *spec.Machine) *state.
 	if err := cr.StartDetached([]string{os.Args[0], "-test.run=^$"}); err != nil {
 		t.Fatal(err)
 	}
+	// A test that fails midway leaves no VM, jail or namespace running behind it.
+	t.Cleanup(func() {
+		if rec, err := h.Lookup(m.ID); err == nil {
+			h.Stop(rec, 5*time.Second)
+		}
+		h.GC()
+	})
 	rec, err := h.Lookup(m.ID)
 	if err != nil || rec.Status != state.Running || !Running(rec) {
 		t.Fatalf("after StartDetached: %+v %v", rec, err)
