@@ -134,4 +134,3 @@ func TestFirecrackerBackendWiring(t *testing.T) {
 		t.Errorf("--vmm bochs: %v", err)
 	}
 }
-
