@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -128,4 +130,65 @@ func offered(log, id string) bool {
 		}
 	}
 	return false
+}
+
+// TestFirecrackerFaultAtEveryStepLeavesNothing fails the start of a jailed VM with a
+// network at each step in turn: the undos leave no jail, namespace, host link, firewall
+// element or address. It runs inside a network namespace of its own.
+func TestFirecrackerFaultAtEveryStepLeavesNothing(t *testing.T) {
+	if os.Getenv(inNetnsEnv) == "" {
+		nstest.RequireRoot(t)
+		ns := nstest.New(t, "fcflt")
+		cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0],
+			"-test.run=^TestFirecrackerFaultAtEveryStepLeavesNothing$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), inNetnsEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS") || strings.Contains(string(out), "--- SKIP") {
+			t.Fatalf("in namespace %s: %v\n%s", ns.Name, err, out)
+		}
+		return
+	}
+	rel := fcRelease(t, "1.16.1")
+	for k, failing := range DefaultSteps() {
+		t.Run(failing.Name, func(t *testing.T) {
+			h, jr := newFCHost(t, fcHostConfig(t, rel), discardLog())
+			m := fcMachine(t, h, fcKernel, "sleep", "100")
+			m.Name = "netvm"
+			m.Network = &spec.Network{Pool: netip.MustParsePrefix("172.16.0.0/16"), DHCP: spec.DHCPEmbedded, RunID: m.ID, Slot: m.Name}
+			c, err := h.Create(m, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm, err := h.NewVM(c.st, c.Record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := DefaultSteps()
+			steps[k].Do = func(context.Context, *VM) error { return errors.New("injected") }
+			if _, err := Supervise(context.Background(), vm, Options{Steps: steps, Lock: c.lock}); err == nil {
+				t.Fatal("the start should have failed")
+			}
+			assertNothingLeft(t, h, vm.Dir)
+			assertNoJail(t, h, jr, m.ID)
+			links, err := netlink.LinkList()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range links {
+				if strings.HasPrefix(l.Attrs().Name, "tap") {
+					t.Errorf("host link %s left behind", l.Attrs().Name)
+				}
+			}
+			if taps, err := firewall.TAPs(); err == nil && len(taps) > 0 {
+				t.Errorf("firewall elements left behind: %v", taps)
+			}
+			a, err := network.OpenAllocator(h.NetworkDB(), m.Network.Pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, found, err := a.Lookup(m.ID, m.Name); err != nil || found {
+				t.Errorf("address still allocated (%v)", err)
+			}
+		})
+	}
 }
