@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -44,21 +45,36 @@ func (g *globalFlags) host() (*supervisor.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
-	return &supervisor.Host{StateDir: dir, Log: g.logger(), Backend: newBackend}, nil
-}
-
-// backends are the VMM backends this binary can drive, by --vmm name ("" = the default).
-var backends = map[string]func(spec.VMM) (vmm.Backend, error){
-	"":     func(v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
-	"qemu": func(v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
-}
-
-func newBackend(v spec.VMM) (vmm.Backend, error) {
-	b, ok := backends[v.Backend]
-	if !ok {
-		return nil, fmt.Errorf("--vmm: %q, want qemu", v.Backend)
+	h := &supervisor.Host{StateDir: dir, Log: g.logger()}
+	h.Backend = func(v spec.VMM) (vmm.Backend, error) { return newBackend(h, v) }
+	if h.Jails, err = firecrackerJails(h); err != nil {
+		return nil, err
 	}
-	return b(v)
+	return h, nil
+}
+
+// backends are the VMM backends this binary can drive, by --vmm name.
+var backends = map[string]func(*supervisor.Host, spec.VMM) (vmm.Backend, error){
+	vmm.QEMU:        func(_ *supervisor.Host, v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
+	vmm.Firecracker: func(h *supervisor.Host, _ spec.VMM) (vmm.Backend, error) { return firecrackerBackend(h) },
+}
+
+// defaultLogged: a command that asks for the backend twice (create, then start) says once.
+var defaultLogged sync.Once
+
+// newBackend is the backend v names; none names the default (vmm.DefaultBackend).
+func newBackend(h *supervisor.Host, v spec.VMM) (vmm.Backend, error) {
+	name := v.Backend
+	if name == "" {
+		var why string
+		name, why = vmm.DefaultBackend(kvmError(), newestFirecracker(h))
+		defaultLogged.Do(func() { h.Log.Info("vmm: "+name, "why", why) })
+	}
+	b, ok := backends[name]
+	if !ok {
+		return nil, fmt.Errorf("--vmm: %q, want %s or %s", v.Backend, vmm.QEMU, vmm.Firecracker)
+	}
+	return b(h, v)
 }
 
 func defaultStateDir() string {

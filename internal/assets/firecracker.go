@@ -14,11 +14,15 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
-// DefaultFirecrackerVersion is what `firecracker install` fetches without --version.
-const DefaultFirecrackerVersion = "1.6.0"
+// DefaultFirecrackerVersion is what `firecracker install` fetches without --version: the
+// newest tested release. Releases before 1.8 cannot show their devices to the default
+// Debian kernel (no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), so the default must be 1.8 or newer.
+const DefaultFirecrackerVersion = "1.16.1"
 
 // Firecracker is one release's binaries.
 type Firecracker struct {
@@ -154,4 +158,63 @@ func (s *Store) putExecutable(r io.Reader) (Digest, error) {
 		return "", err
 	}
 	return d, os.Chmod(s.Path(d), 0o555)
+}
+
+// firecrackerRefs is where ImportFirecracker tags releases: refs/firecracker/vX.Y.Z.
+const firecrackerRefs = "firecracker"
+
+// Firecrackers lists the installed releases, newest first. A tag whose manifest or
+// binaries are gone is skipped: it cannot run.
+func (s *Store) Firecrackers() ([]*Firecracker, error) {
+	ents, err := os.ReadDir(filepath.Join(s.root, "refs", firecrackerRefs))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*Firecracker
+	for _, e := range ents {
+		v, ok := strings.CutPrefix(e.Name(), "v")
+		if !ok || !versionPattern.MatchString(v) {
+			continue
+		}
+		fc, err := s.LoadFirecracker(v)
+		if err != nil {
+			continue
+		}
+		out = append(out, fc)
+	}
+	slices.SortFunc(out, func(a, b *Firecracker) int { return compareVersions(b.Version, a.Version) })
+	return out, nil
+}
+
+// LoadFirecracker returns installed release version ("1.16.1"), or an error wrapping
+// ErrNotFound that says how to install it.
+func (s *Store) LoadFirecracker(version string) (*Firecracker, error) {
+	d, err := s.Resolve(firecrackerRefs + "/v" + version)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker v%s is not installed (firegopher firecracker install --version %s): %w", version, version, err)
+	}
+	var fc Firecracker
+	if err := s.GetJSON(d, &fc); err != nil {
+		return nil, err
+	}
+	if !s.Has(fc.Firecracker) || !s.Has(fc.Jailer) {
+		return nil, fmt.Errorf("firecracker v%s: binaries missing from the cache (firegopher firecracker install --version %s): %w", version, version, ErrNotFound)
+	}
+	return &fc, nil
+}
+
+// compareVersions orders MAJOR.MINOR.PATCH strings numerically.
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, _ := strconv.Atoi(as[i])
+		y, _ := strconv.Atoi(bs[i])
+		if x != y {
+			return x - y
+		}
+	}
+	return len(as) - len(bs)
 }

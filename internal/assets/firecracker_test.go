@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,8 +19,8 @@ func releaseTarball(t *testing.T, version string) (string, string) {
 	tw := tar.NewWriter(gz)
 	dir := "release-v" + version + "-x86_64/"
 	for name, body := range map[string]string{
-		dir + "firecracker-v" + version + "-x86_64": "\x7fELF firecracker",
-		dir + "jailer-v" + version + "-x86_64":      "\x7fELF jailer",
+		dir + "firecracker-v" + version + "-x86_64": "\x7fELF firecracker " + version,
+		dir + "jailer-v" + version + "-x86_64":      "\x7fELF jailer " + version,
 		dir + "SHA256SUMS":                          "whatever",
 	} {
 		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg})
@@ -47,7 +48,7 @@ func TestImportFirecracker(t *testing.T) {
 		t.Fatal("not tagged")
 	}
 	fi, _ := os.Stat(s.Path(fc.Jailer))
-	if b, _ := os.ReadFile(s.Path(fc.Firecracker)); string(b) != "\x7fELF firecracker" || fi.Mode().Perm() != 0o555 {
+	if b, _ := os.ReadFile(s.Path(fc.Firecracker)); string(b) != "\x7fELF firecracker 1.6.0" || fi.Mode().Perm() != 0o555 {
 		t.Fatalf("firecracker %q, jailer mode %v", b, fi.Mode())
 	}
 	if _, _, err := s.ImportFirecracker(tgz, "1.6.0", strings.Repeat("0", 64)); err == nil || !strings.Contains(err.Error(), "does not match") {
@@ -61,5 +62,41 @@ func TestImportFirecracker(t *testing.T) {
 	}
 	if _, err := ValidateFirecrackerVersion("latest"); err == nil {
 		t.Fatal("latest accepted")
+	}
+}
+
+func TestFirecrackersNewestFirst(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Firecrackers(); err != nil || len(got) != 0 {
+		t.Fatalf("empty cache: %v, %v", got, err)
+	}
+	for _, v := range []string{"1.6.0", "1.16.1", "1.9.2"} {
+		tgz, sum := releaseTarball(t, v)
+		if _, _, err := s.ImportFirecracker(tgz, v, sum); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A release whose binary went missing cannot run: it is not listed.
+	broken, err := s.LoadFirecracker("1.9.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(s.Path(broken.Firecracker))
+	got, err := s.Firecrackers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions []string
+	for _, fc := range got {
+		versions = append(versions, fc.Version)
+	}
+	if strings.Join(versions, " ") != "1.16.1 1.6.0" {
+		t.Fatalf("versions %v, want 1.16.1 1.6.0", versions)
+	}
+	if _, err := s.LoadFirecracker("1.7.0"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "firecracker install --version 1.7.0") {
+		t.Fatalf("missing release: %v", err)
 	}
 }

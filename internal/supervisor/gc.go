@@ -2,16 +2,20 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/firegopher/firegopher/internal/jail"
 	"github.com/firegopher/firegopher/internal/network"
 	"github.com/firegopher/firegopher/internal/network/firewall"
 	"github.com/firegopher/firegopher/internal/state"
@@ -79,6 +83,12 @@ func (h *Host) GC() ([]string, error) {
 		return nil, err
 	}
 	vmsDir := h.VMsDir()
+	// Jails first: a jailed VMM outlives its supervisor and is found by its jail alone.
+	jailReport, err := h.reclaimJails(records)
+	report = append(report, jailReport...)
+	if err != nil {
+		return report, err
+	}
 	known := map[string]bool{}
 	for _, r := range records {
 		known[r.ID] = true
@@ -141,6 +151,65 @@ func (h *Host) GC() ([]string, error) {
 	// A lost VM's volume locks died with its supervisor; what is left is debris of a volume
 	// create or rm that was killed, and users entries of dead VMs.
 	report = append(report, h.Volumes().Clean()...)
+	return report, nil
+}
+
+// jailReclaimTimeout bounds the wait for a lost jail's processes to die.
+const jailReclaimTimeout = 30 * time.Second
+
+// reclaimJails removes, for every VM of this state directory without a live supervisor,
+// its jail (processes, cgroup, chroot, owner: Jails.Reclaim) and its network namespace.
+// Only ids of this state directory are looked at: its records, its VM directories and
+// the jails under its own JailBase.
+func (h *Host) reclaimJails(records []state.VM) ([]string, error) {
+	ids := map[string]bool{}
+	for _, r := range records {
+		ids[r.ID] = true
+	}
+	if entries, err := os.ReadDir(h.VMsDir()); err == nil {
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				ids[e.Name()] = true
+			}
+		}
+	}
+	jailed := map[string]bool{}
+	if h.Jails != nil {
+		list, err := h.Jails.Jails()
+		if err != nil {
+			return nil, fmt.Errorf("gc: jails: %w", err)
+		}
+		for _, id := range list {
+			jailed[id], ids[id] = true, true
+		}
+	}
+	var report []string
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		if Owned(filepath.Join(h.VMsDir(), id)) {
+			continue
+		}
+		if jailed[id] {
+			ctx, cancel := context.WithTimeout(context.Background(), jailReclaimTimeout)
+			err := h.Jails.Reclaim(ctx, id)
+			cancel()
+			if err != nil {
+				return report, fmt.Errorf("gc: vm %s: jail: %w", id, err)
+			}
+			report = append(report, fmt.Sprintf("vm %s: supervisor gone; jail removed (processes, cgroup, chroot, owner)", id))
+		}
+		if jail.ValidateID(id) != nil {
+			continue
+		}
+		ns := &jail.NetNS{Name: jail.NetNSName(id), Path: jail.NetNSPath(id)}
+		if _, err := os.Stat(ns.Path); err != nil {
+			continue
+		}
+		// Deleting the namespace deletes its veth, and with it the host end.
+		if err := ns.Remove(); err != nil {
+			return report, fmt.Errorf("gc: vm %s: %w", id, err)
+		}
+		report = append(report, fmt.Sprintf("vm %s: supervisor gone; network namespace %s removed", id, ns.Name))
+	}
 	return report, nil
 }
 

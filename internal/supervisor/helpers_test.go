@@ -11,11 +11,15 @@ import (
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/vmm"
 	"github.com/firegopher/firegopher/internal/vmm/fake"
+	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
 func TestMain(m *testing.M) {
 	fake.RunGuestIfRequested()
-	os.Exit(m.Run())
+	serveFCIfRequested()
+	code := m.Run()
+	fctest.Cleanup()
+	os.Exit(code)
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -38,6 +38,9 @@ func (h *Host) Create(m *spec.Machine, detached bool) (*Created, error) {
 	if m.Assets == nil {
 		return nil, errors.New("create: the machine's assets are not resolved")
 	}
+	if err := h.checkKernel(m); err != nil {
+		return nil, err
+	}
 	st, err := h.State()
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"syscall"
 
+	"github.com/firegopher/firegopher/internal/jail"
 	"github.com/firegopher/firegopher/internal/network"
 	"github.com/firegopher/firegopher/internal/network/dhcp"
 	"github.com/firegopher/firegopher/internal/network/firewall"
@@ -23,6 +24,9 @@ type netState struct {
 	slot     network.Slot
 	stopDHCP func() error
 	dnsmasq  *exec.Cmd
+	// netns is the VM's network namespace when the backend runs VMs in their own
+	// (vmm.Caps.NetNS); its host end carries the slot's TAP name.
+	netns *jail.NetNS
 }
 
 // allocated says whether the address step has run.
@@ -55,7 +59,11 @@ func (vm *VM) nics() []vmm.NIC {
 	if !vm.net.allocated() {
 		return nil
 	}
-	return []vmm.NIC{{TAP: vm.net.slot.TAP, MAC: vm.net.slot.GuestMAC().String()}}
+	tap := vm.net.slot.TAP
+	if vm.Backend.Caps().NetNS {
+		tap = jail.TAP // inside the VM's namespace
+	}
+	return []vmm.NIC{{TAP: tap, MAC: vm.net.slot.GuestMAC().String()}}
 }
 
 // withNetwork wraps a network step: it does nothing for a machine without a network.
@@ -89,8 +97,28 @@ var (
 		vm.Log.Debug("address allocated", "tap", slot.TAP, "guest", slot.Guest)
 		return nil
 	})
+	// createTAP makes the host interface the guest is reached through, named after the
+	// slot: a TAP, or for a backend with a network namespace per VM, that namespace (with
+	// jail.TAP inside) joined to the host by a veth whose host end takes the TAP's name and
+	// address, so that the firewall, DHCP and BindInterface see what they would see on QEMU.
 	createTAP = withNetwork(func(_ context.Context, vm *VM, n *spec.Network) error {
-		return network.CreateTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.HostPrefix(), n.MTU)
+		s := vm.net.slot
+		if !vm.Backend.Caps().NetNS {
+			return network.CreateTAP(vm.Log, s.TAP, s.HostPrefix(), n.MTU)
+		}
+		ns, err := jail.CreateNetNS(jail.NetNSName(vm.ID()), s.TAP)
+		if err != nil {
+			return err
+		}
+		if err := network.ConfigureLink(vm.Log, s.TAP, s.HostPrefix(), n.MTU); err != nil {
+			if rerr := ns.Remove(); rerr != nil {
+				vm.Log.Warn("remove the half-made network namespace", "error", rerr)
+			}
+			return err
+		}
+		vm.net.netns = ns
+		vm.Log.Debug("network namespace ready", "netns", ns.Name, "host_if", s.TAP)
+		return nil
 	})
 	firewallTAP = withNetwork(func(_ context.Context, vm *VM, _ *spec.Network) error {
 		return firewall.AddTAP(vm.Log, vm.net.slot.TAP, vm.net.slot.Guest)
@@ -143,6 +171,9 @@ func releaseAddress(vm *VM) error {
 func deleteTAP(vm *VM) error {
 	if vm.Machine.Network == nil {
 		return nil
+	}
+	if vm.net.netns != nil {
+		return vm.net.netns.Remove()
 	}
 	return network.DeleteTAP(vm.Log, vm.net.slot.TAP)
 }

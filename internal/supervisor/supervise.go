@@ -25,6 +25,9 @@ type Host struct {
 	Backend func(spec.VMM) (vmm.Backend, error)
 	// Procs is the process table gc looks at; nil means this host's /proc.
 	Procs ProcessTable
+	// Jails are the jails of this state directory's jailed VMs (JailBase), for gc; nil
+	// when no backend here jails its VMs.
+	Jails Jails
 }
 
 // Paths under the state directory.

@@ -84,6 +84,10 @@ type Caps struct {
 	// Overlays: the VMM reads qcow2 overlays, so a VM's root disk can be one over the cached
 	// raw image (a clone in constant time where the filesystem has no reflink).
 	Overlays bool
+	// NetNS: each VM's VMM runs in a network namespace of its own, which the caller makes
+	// before Start (jail.CreateNetNS with the name jail.NetNSName(ID)); the NICs' TAPs
+	// are names inside it (jail.TAP). Firecracker under its jailer.
+	NetNS bool
 }
 
 // Backend starts VMs.

@@ -165,8 +165,11 @@ func (b *Backend) Cmdline(spec vmm.Spec) string {
 	return strings.TrimSpace(strings.Join(parts, " "))
 }
 
-// Caps: Firecracker answers virtio-blk GET_ID with an id of its own, not drive_id.
-func (b *Backend) Caps() vmm.Caps { return vmm.Caps{} }
+// Caps: Firecracker answers virtio-blk GET_ID with an id of its own, not drive_id. Jailed
+// with a network namespace per VM, its TAPs live in that namespace.
+func (b *Backend) Caps() vmm.Caps {
+	return vmm.Caps{NetNS: b.Jailer != nil && b.Jailer.NetNS != nil}
+}
 
 // maxUnixPath is sun_path's size less the terminating NUL.
 const maxUnixPath = 107
