@@ -62,19 +62,33 @@ var backends = map[string]func(*supervisor.Host, spec.VMM) (vmm.Backend, error){
 // defaultLogged: a command that asks for the backend twice (create, then start) says once.
 var defaultLogged sync.Once
 
-// newBackend is the backend v names; none names the default (vmm.DefaultBackend).
+// newBackend is the backend v names; none names the default (backendName).
 func newBackend(h *supervisor.Host, v spec.VMM) (vmm.Backend, error) {
-	name := v.Backend
-	if name == "" {
-		var why string
-		name, why = vmm.DefaultBackend(kvmError(), newestFirecracker(h))
-		defaultLogged.Do(func() { h.Log.Info("vmm: "+name, "why", why) })
-	}
-	b, ok := backends[name]
+	b, ok := backends[backendName(h, v)]
 	if !ok {
 		return nil, fmt.Errorf("--vmm: %q, want %s or %s", v.Backend, vmm.QEMU, vmm.Firecracker)
 	}
 	return b(h, v)
+}
+
+// backendName is the backend v names, or the default: firecracker where KVM works and a
+// release is installed, else qemu (vmm.DefaultBackend).
+func backendName(h *supervisor.Host, v spec.VMM) string {
+	if v.Backend != "" {
+		return v.Backend
+	}
+	release := newestFirecracker(h)
+	name, why := vmm.DefaultBackend(kvmError(), release)
+	defaultLogged.Do(func() {
+		// Said out loud when it is a surprise: a Firecracker release is installed and still
+		// QEMU runs. Otherwise it is the expected default, and --debug shows it.
+		if release != "" && name != vmm.Firecracker {
+			h.Log.Info("vmm: "+name, "why", why)
+		} else {
+			h.Log.Debug("vmm: "+name, "why", why)
+		}
+	})
+	return name
 }
 
 func defaultStateDir() string {

@@ -67,7 +67,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.BoolVarP(&f.Interactive, "interactive", "i", false, "keep the workload's stdin open to this terminal (or to `attach`)")
 	fl.BoolVarP(&tty, "tty", "t", false, "give the workload a terminal (this one's size and TERM; raw mode while it runs)")
 	fl.BoolVar(&f.System, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
-	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: qemu (default; env FIREGOPHER_VMM)")
+	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: firecracker or qemu (default: firecracker where KVM works and a release is installed, else qemu; env FIREGOPHER_VMM)")
 	fl.StringVar(&f.Accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
 	registerNetFlags(fl, &f.Net)
 	fl.StringArrayVarP(&f.Publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable; implies --net)")
@@ -85,6 +85,8 @@ func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool, term
 	if err != nil {
 		return err
 	}
+	// The default is chosen once, here, and recorded: a detached supervisor uses the same.
+	m.VMM.Backend = backendName(h, m.VMM)
 	if _, err := h.Backend(m.VMM); err != nil {
 		return err
 	}

@@ -92,7 +92,7 @@ func newUpCommand(g *globalFlags) *cobra.Command {
 	fl.StringVar(&f.inventory, "inventory", "", "where to write inventory.ini (default: the playbook dir's, where their ansible.cfg reads it)")
 	fl.StringVar(&f.pool, "pool", network.DefaultPool.String(), "address pool the machines' /30s come from")
 	fl.StringVar(&f.dhcp, "dhcp", string(spec.DHCPEmbedded), "DHCP for the machines: embedded or dnsmasq (the seed's dnsmasq-tap@ arguments)")
-	fl.StringVar(&f.vmm, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend (default qemu)")
+	fl.StringVar(&f.vmm, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: firecracker or qemu (default: firecracker where KVM works and a release is installed)")
 	return cmd
 }
 
