@@ -22,12 +22,29 @@ type Process struct {
 // StartProcess starts path with args for spec's VM; out receives its stdout and stderr
 // (nil: discarded) and is closed when the process ends; env is added to ours.
 func StartProcess(spec Spec, path string, args []string, out *os.File, env ...string) (*Process, error) {
+	return StartProcessWith(spec, path, args, out, ProcessOptions{Env: env})
+}
+
+// ProcessOptions are what some backends need beyond StartProcess.
+type ProcessOptions struct {
+	Env []string
+	// NewPIDNS starts the process as pid 1 of a new PID namespace (the Firecracker jailer
+	// then execs Firecracker in place, and it stays our child). SIGKILL from here still
+	// reaches it, and takes the namespace's other processes with it.
+	NewPIDNS bool
+}
+
+// StartProcessWith is StartProcess with options.
+func StartProcessWith(spec Spec, path string, args []string, out *os.File, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(path, args...)
-	cmd.Env = append(append(os.Environ(), ProcessTagEnv+"="+spec.Dir), env...)
+	cmd.Env = append(append(os.Environ(), ProcessTagEnv+"="+spec.Dir), opts.Env...)
 	if out != nil {
 		cmd.Stdout, cmd.Stderr = out, out
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if opts.NewPIDNS {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+	}
 	if err := cmd.Start(); err != nil {
 		if out != nil {
 			out.Close()

@@ -268,7 +268,7 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 	}
 	// The serial console is Firecracker's stdout; its own log lines go there too until a
 	// logger is configured. Both are the VM's story, so they share the console log.
-	inst.proc, err = startProcess(spec, l.path, l.args, console, l.newPIDNS)
+	inst.proc, err = vmm.StartProcessWith(spec, l.path, l.args, console, vmm.ProcessOptions{NewPIDNS: l.newPIDNS})
 	if err != nil {
 		inst.removeFiles()
 		return fail(err)
@@ -334,7 +334,7 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 }
 
 type instance struct {
-	proc        *process
+	proc        *vmm.Process
 	control     net.Listener
 	consolePath string
 	sock        string
@@ -348,7 +348,7 @@ func (i *instance) Control(ctx context.Context) (net.Conn, error) {
 	if i.control == nil {
 		return nil, vmm.ErrNoControl
 	}
-	return acceptControl(ctx, i.control, i.proc)
+	return vmm.AcceptControl(ctx, i.control, i.proc)
 }
 
 // removeFiles removes the sockets of this instance once Firecracker has gone.
