@@ -222,7 +222,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 		}
 		if err != nil {
 			inst.Kill()
-			<-inst.ended
+			inst.Ended()
 			log.Debug("firecracker killed after failed start", "error", err)
 			return nil, fmt.Errorf("firecracker: %s: %w", s.Name, err)
 		}
@@ -247,13 +247,16 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 			return fail(fmt.Errorf("firecracker: %w", err))
 		}
 	}
-	inst := &instance{consolePath: spec.ConsoleLog, sock: l.apiSock, vsock: l.vsock, ended: make(chan struct{})}
+	inst := &instance{consolePath: spec.ConsoleLog, sock: l.apiSock}
+	// removeFiles removes the sockets of this instance (once Firecracker has gone).
+	removeFiles := func() { os.Remove(l.apiSock); os.Remove(l.vsock) }
+	var control net.Listener
 	if !spec.NoControl {
 		ln, err := net.Listen("unix", l.control)
 		if err != nil {
 			return fail(fmt.Errorf("firecracker: control socket: %w", err))
 		}
-		inst.control = ln
+		control = ln
 		if l.ownControl != nil {
 			if err := l.ownControl(); err != nil {
 				ln.Close()
@@ -262,35 +265,35 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 		}
 	}
 	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		inst.removeFiles()
-		return fail(fmt.Errorf("firecracker: console log: %w", err))
+	if err == nil {
+		// The serial console is Firecracker's stdout; its own log lines go there too until a
+		// logger is configured. Both are the VM's story, so they share the console log.
+		var proc *vmm.Process
+		if proc, err = vmm.StartProcessWith(spec, l.path, l.args, console, vmm.ProcessOptions{NewPIDNS: l.newPIDNS}); err == nil {
+			inst.Running = vmm.Run(proc, control, func() { removeFiles(); l.cleanup() })
+		}
+	} else {
+		err = fmt.Errorf("firecracker: console log: %w", err)
 	}
-	// The serial console is Firecracker's stdout; its own log lines go there too until a
-	// logger is configured. Both are the VM's story, so they share the console log.
-	inst.proc, err = vmm.StartProcessWith(spec, l.path, l.args, console, vmm.ProcessOptions{NewPIDNS: l.newPIDNS})
 	if err != nil {
-		inst.removeFiles()
+		if control != nil {
+			control.Close()
+		}
+		removeFiles()
 		return fail(err)
 	}
-	go func() {
-		<-inst.proc.Done()
-		inst.removeFiles()
-		l.cleanup()
-		close(inst.ended)
-	}()
-	log = log.With("pid", inst.proc.Pid())
+	log = log.With("pid", inst.Pid())
 	log.Debug("firecracker started", "path", l.path, "args", l.args)
 	timeout := b.APITimeout
 	if timeout <= 0 {
 		timeout = DefaultAPITimeout
 	}
-	if err := waitForAPI(ctx, l.apiSock, timeout, inst.proc.Done()); err != nil {
-		exited := inst.proc.Exited()
+	if err := waitForAPI(ctx, l.apiSock, timeout, inst.Proc.Done()); err != nil {
+		exited := inst.Proc.Exited()
 		inst.Kill()
-		<-inst.ended
+		exitErr := inst.Ended()
 		if exited {
-			return nil, fmt.Errorf("firecracker: exited before its API came up: %v%s", inst.proc.Err(), consoleTail(spec.ConsoleLog))
+			return nil, fmt.Errorf("firecracker: exited before its API came up: %v%s", exitErr, consoleTail(spec.ConsoleLog))
 		}
 		return nil, fmt.Errorf("firecracker: %w", err)
 	}
@@ -333,49 +336,26 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 	return client.New(tr, strfmt.Default).Operations, unixTr
 }
 
+// instance is a running Firecracker (jailed or not) and its API socket.
 type instance struct {
-	proc        *vmm.Process
-	control     net.Listener
+	*vmm.Running
 	consolePath string
 	sock        string
-	vsock       string
-	ended       chan struct{} // closed once the process has exited and its files are gone
-}
-
-func (i *instance) Pid() int { return i.proc.Pid() }
-
-func (i *instance) Control(ctx context.Context) (net.Conn, error) {
-	if i.control == nil {
-		return nil, vmm.ErrNoControl
-	}
-	return vmm.AcceptControl(ctx, i.control, i.proc)
-}
-
-// removeFiles removes the sockets of this instance once Firecracker has gone.
-func (i *instance) removeFiles() {
-	if i.control != nil {
-		i.control.Close()
-	}
-	os.Remove(i.sock)
-	os.Remove(i.vsock)
 }
 
 // Wait reports the process's exit: Firecracker exits 0 when the guest reboots (reboot=k),
 // which is how a guest ends its VM on Firecracker.
 func (i *instance) Wait() error {
-	<-i.ended
-	if err := i.proc.Err(); err != nil {
+	if err := i.Ended(); err != nil {
 		return fmt.Errorf("firecracker: %v%s", err, consoleTail(i.consolePath))
 	}
 	return nil
 }
 
-func (i *instance) Kill() error { return i.proc.Kill() }
-
 // Shutdown sends Ctrl-Alt-Del through the API (x86, after boot): our init stops its
 // workload and reboots, systemd reboots; either way Firecracker exits.
 func (i *instance) Shutdown(ctx context.Context) error {
-	if i.proc.Exited() {
+	if i.Proc.Exited() {
 		return nil
 	}
 	api, tr := newAPIClient(i.sock)
@@ -384,12 +364,12 @@ func (i *instance) Shutdown(ctx context.Context) error {
 	_, err := api.CreateSyncAction(&operations.CreateSyncActionParams{
 		Context: ctx, Info: &models.InstanceActionInfo{ActionType: &action},
 	})
-	if err != nil && !i.proc.Exited() {
-		i.proc.Kill()
-		<-i.proc.Done()
+	if err != nil && !i.Proc.Exited() {
+		i.Proc.Kill()
+		<-i.Proc.Done()
 		return fmt.Errorf("firecracker: SendCtrlAltDel: %w; killed", apiError(err))
 	}
-	return i.proc.WaitOrKill(ctx)
+	return i.Proc.WaitOrKill(ctx)
 }
 
 // consoleTail is the console log's last lines, for errors: Firecracker explains failures there.
