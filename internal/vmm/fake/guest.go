@@ -40,19 +40,31 @@ func runGuest(sock, initrdPath string) int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
 	cfg, cfgErr := initrd.ReadConfig(initrdPath)
+	if cfgErr != nil {
+		cfgErr = fmt.Errorf("read config: %w", cfgErr)
+	}
+	PlayInit(c, cfg, cfgErr, log, stop)
+	return 0
+}
+
+// PlayInit is what firegopher-init does over its control channel, played by an ordinary
+// process: greet, run the config's workload (or report why it cannot), pass signals on,
+// report the exit and wait for the host's ack. stop delivers Ctrl-Alt-Del (SIGINT). Test
+// doubles of other VMMs (Firecracker's) play their guest with it too.
+func PlayInit(c net.Conn, cfg *vmconfig.Config, cfgErr error, log *slog.Logger, stop <-chan os.Signal) {
 	s := guest.NewSession(c, cfg, log)
 	if err := s.Hello(); err != nil {
-		return 1
+		return
 	}
 	s.Serve()
 	if cfgErr != nil {
-		s.Report(agent.Exit{Code: exitcode.FiregopherError, Error: "read config: " + cfgErr.Error()})
-		return 0
+		s.Report(agent.Exit{Code: exitcode.FiregopherError, Error: cfgErr.Error()})
+		return
 	}
 	if cfg.Mode == vmconfig.ModeSystem {
 		c.Close() // the image's init took PID 1 over: the channel closes with ours
 		<-stop
-		return 0
+		return
 	}
 	go func() {
 		for range stop {
@@ -67,5 +79,4 @@ func runGuest(sock, initrdPath string) int {
 		}
 	}()
 	s.Report(s.RunMain("/"))
-	return 0
 }

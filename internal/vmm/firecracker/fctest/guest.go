@@ -19,13 +19,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/firegopher/firegopher/internal/agent"
-	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/guest"
 	"github.com/firegopher/firegopher/internal/initrd"
 	"github.com/firegopher/firegopher/internal/vmconfig"
+	"github.com/firegopher/firegopher/internal/vmm/fake"
 )
 
 // guestEnv carries guestParams to the guest process (the fake re-executed).
@@ -121,34 +118,7 @@ func ourInit(p guestParams, stop chan os.Signal) int {
 	if cfgErr == nil {
 		cfgErr = mountRoot(p, cfg)
 	}
-	s := guest.NewSession(c, cfg, log)
-	if err := s.Hello(); err != nil {
-		say("init: hello: %v", err)
-		return 0
-	}
-	s.Serve()
-	if cfgErr != nil {
-		s.Report(agent.Exit{Code: exitcode.FiregopherError, Error: cfgErr.Error()})
-		return 0
-	}
-	if cfg.Mode == vmconfig.ModeSystem {
-		c.Close() // the image's init took PID 1 over: the channel closes with ours
-		<-stop
-		return 0
-	}
-	go func() {
-		for range stop {
-			s.Stop()
-		}
-	}()
-	fwd := make(chan os.Signal, 1)
-	signal.Notify(fwd, guest.ForwardedSignals...)
-	go func() {
-		for sig := range fwd {
-			s.Signal(sig.(unix.Signal))
-		}
-	}()
-	s.Report(s.RunMain("/"))
+	fake.PlayInit(c, cfg, cfgErr, log, stop)
 	say("reboot: Restarting system")
 	return 0
 }
