@@ -1,17 +1,15 @@
 package jail
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/firegopher/firegopher/internal/flock"
+	"github.com/firegopher/firegopher/internal/boltdb"
 )
 
 // Owner is a jail's uid and gid: Firecracker runs as them, and owns only what its VM
@@ -70,7 +68,7 @@ type Allocation struct {
 type Allocator struct {
 	path string
 	r    Range
-	mu   sync.Mutex
+	db   *boltdb.DB
 }
 
 // OpenAllocator checks that path can be opened (creating it) and returns an allocator.
@@ -81,7 +79,7 @@ func OpenAllocator(path string, r Range) (*Allocator, error) {
 	if path == "" {
 		return nil, errors.New("jail allocator: empty database path")
 	}
-	a := &Allocator{path: path, r: r}
+	a := &Allocator{path: path, r: r, db: &boltdb.DB{Path: path, Buckets: [][]byte{bucketJails, bucketUIDs}, Timeout: LockTimeout, What: "jail allocator"}}
 	return a, a.update(func(*bolt.Tx) error { return nil })
 }
 
@@ -195,42 +193,6 @@ func (a *Allocator) List() ([]Allocation, error) {
 	return out, err
 }
 
-func (a *Allocator) update(fn func(*bolt.Tx) error) error {
-	return a.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketJails, bucketUIDs} {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			return fn(tx)
-		})
-	})
-}
+func (a *Allocator) update(fn func(*bolt.Tx) error) error { return a.db.Update(fn) }
 
-func (a *Allocator) view(fn func(*bolt.Tx) error) error {
-	return a.withDB(func(db *bolt.DB) error { return db.View(fn) })
-}
-
-// withDB opens the database for one operation, queueing on a side flock first (bbolt's own
-// lock polls, which lets a busy process starve the others).
-func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
-	defer cancel()
-	lock, err := flock.Lock(ctx, a.path+".lock")
-	if err != nil {
-		return fmt.Errorf("jail allocator %s: %w", a.path, err)
-	}
-	defer lock.Close()
-	db, err := bolt.Open(a.path, 0o600, &bolt.Options{Timeout: LockTimeout})
-	if err != nil {
-		return fmt.Errorf("jail allocator %s: %w", a.path, err)
-	}
-	err = fn(db)
-	if cerr := db.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("jail allocator %s: close: %w", a.path, cerr)
-	}
-	return err
-}
+func (a *Allocator) view(fn func(*bolt.Tx) error) error { return a.db.View(fn) }

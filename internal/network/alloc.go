@@ -1,19 +1,17 @@
 package network
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/firegopher/firegopher/internal/flock"
+	"github.com/firegopher/firegopher/internal/boltdb"
 )
 
 // LockTimeout is how long an allocator operation waits for another process holding the
@@ -44,7 +42,7 @@ type Allocation struct {
 type Allocator struct {
 	path string
 	pool netip.Prefix
-	mu   sync.Mutex // serialises this process's goroutines before they queue on the file lock
+	db   *boltdb.DB
 }
 
 // OpenAllocator checks that path can be opened (creating it) and returns an allocator for
@@ -56,7 +54,7 @@ func OpenAllocator(path string, pool netip.Prefix) (*Allocator, error) {
 	if path == "" {
 		return nil, errors.New("allocator: empty database path")
 	}
-	a := &Allocator{path: path, pool: pool}
+	a := &Allocator{path: path, pool: pool, db: &boltdb.DB{Path: path, Buckets: [][]byte{bucketAllocs, bucketSubnets, bucketTAPs}, Timeout: LockTimeout, What: "allocator"}}
 	return a, a.update(func(*bolt.Tx) error { return nil })
 }
 
@@ -212,45 +210,6 @@ func validateOwner(runID, machine string) error {
 // contains a dash.
 func ownerKey(runID, machine string) []byte { return []byte(runID + "\x00" + machine) }
 
-func (a *Allocator) update(fn func(*bolt.Tx) error) error {
-	return a.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketAllocs, bucketSubnets, bucketTAPs} {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			return fn(tx)
-		})
-	})
-}
+func (a *Allocator) update(fn func(*bolt.Tx) error) error { return a.db.Update(fn) }
 
-func (a *Allocator) view(fn func(*bolt.Tx) error) error {
-	return a.withDB(func(db *bolt.DB) error { return db.View(fn) })
-}
-
-// withDB opens the database for one operation. Processes first queue on a side lock file
-// with a blocking flock: bbolt's own lock retries every 50 ms, which lets one busy process
-// starve the others; the kernel's flock queue wakes waiters as soon as the lock is free.
-func (a *Allocator) withDB(fn func(*bolt.DB) error) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), LockTimeout)
-	defer cancel()
-	lock, err := flock.Lock(ctx, a.path+".lock")
-	if err != nil {
-		return fmt.Errorf("allocator %s: %w", a.path, err)
-	}
-	defer lock.Close()
-	// Timeout: a process that opened the file directly (not through the side lock) is a
-	// wait, not an error.
-	db, err := bolt.Open(a.path, 0o600, &bolt.Options{Timeout: LockTimeout})
-	if err != nil {
-		return fmt.Errorf("allocator %s: %w", a.path, err)
-	}
-	err = fn(db)
-	if cerr := db.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("allocator %s: close: %w", a.path, cerr)
-	}
-	return err
-}
+func (a *Allocator) view(fn func(*bolt.Tx) error) error { return a.db.View(fn) }
