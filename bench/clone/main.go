@@ -111,4 +111,3 @@ func sh(name string, args ...string) error {
 	}
 	return nil
 }
-
