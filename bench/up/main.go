@@ -12,12 +12,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/firegopher/firegopher/internal/testutil/seed"
 )
 
@@ -33,7 +27,7 @@ func run(args []string) error {
 	case len(args) == 2 && args[0] == "build":
 		return build(args[1])
 	case len(args) == 3 && args[0] == "push":
-		return push(args[1], args[2])
+		return seed.PushLayout(args[1], args[2])
 	}
 	return fmt.Errorf("usage: up-images build DIR | push LAYOUT REF")
 }
@@ -52,44 +46,12 @@ func build(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeLayout(filepath.Join(dir, "kernel"), k); err != nil {
+	if err := seed.WriteLayout(filepath.Join(dir, "kernel"), k); err != nil {
 		return err
 	}
 	r, err := seed.RootfsImage(context.Background(), scratch)
 	if err != nil {
 		return err
 	}
-	return writeLayout(filepath.Join(dir, "rootfs"), r)
-}
-
-func writeLayout(dir string, img v1.Image) error {
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return err
-	}
-	return p.AppendImage(img)
-}
-
-func push(dir, refStr string) error {
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		return err
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return err
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return err
-	}
-	img, err := idx.Image(m.Manifests[0].Digest)
-	if err != nil {
-		return err
-	}
-	ref, err := name.ParseReference(refStr, name.Insecure)
-	if err != nil {
-		return err
-	}
-	return remote.Write(ref, img)
+	return seed.WriteLayout(filepath.Join(dir, "rootfs"), r)
 }

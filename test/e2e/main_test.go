@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/firegopher/firegopher/internal/testutil/seed"
 )
 
 var (
@@ -25,7 +27,8 @@ var (
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(pushHelperEnv); spec != "" {
 		// Re-executed inside a test's namespace only to push an image there.
-		if err := pushLayout(spec); err != nil {
+		dir, ref, _ := strings.Cut(spec, "=")
+		if err := seed.PushLayout(dir, ref); err != nil {
 			fmt.Fprintln(os.Stderr, "push:", err)
 			os.Exit(1)
 		}

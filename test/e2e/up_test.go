@@ -12,11 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/firegopher/firegopher/internal/testutil/seed"
 )
@@ -30,42 +26,11 @@ import (
 
 const pushHelperEnv = "FIREGOPHER_E2E_PUSH" // "LAYOUT=REF": this binary pushes, inside the namespace
 
-// pushLayout is what this test binary does when re-executed inside a test's namespace with
-// pushHelperEnv ("LAYOUT=REF") set: push an OCI layout's image to the registry there.
-func pushLayout(spec string) error {
-	dir, refStr, _ := strings.Cut(spec, "=")
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		return err
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return err
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return err
-	}
-	img, err := idx.Image(m.Manifests[0].Digest)
-	if err != nil {
-		return err
-	}
-	ref, err := name.ParseReference(refStr, name.Insecure)
-	if err != nil {
-		return err
-	}
-	return remote.Write(ref, img)
-}
-
 // nsPush pushes img to ref from inside namespace ns (where the registry listens).
 func nsPush(t *testing.T, ns string, img v1.Image, ref string) {
 	t.Helper()
 	dir := t.TempDir()
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img); err != nil {
+	if err := seed.WriteLayout(dir, img); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
