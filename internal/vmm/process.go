@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +29,9 @@ func StartProcess(spec Spec, path string, args []string, out *os.File, env ...st
 // ProcessOptions are what some backends need beyond StartProcess.
 type ProcessOptions struct {
 	Env []string
+	// Console, if set, receives the process's stdout (a VMM's serial console); out then
+	// gets its stderr only (nil: stderr goes to Console too).
+	Console io.Writer
 	// NewPIDNS starts the process as pid 1 of a new PID namespace (the Firecracker jailer
 	// then execs Firecracker in place, and it stays our child). SIGKILL from here still
 	// reaches it, and takes the namespace's other processes with it.
@@ -40,6 +44,12 @@ func StartProcessWith(spec Spec, path string, args []string, out *os.File, opts 
 	cmd.Env = append(append(os.Environ(), ProcessTagEnv+"="+spec.Dir), opts.Env...)
 	if out != nil {
 		cmd.Stdout, cmd.Stderr = out, out
+	}
+	if opts.Console != nil {
+		cmd.Stdout = opts.Console
+		if out == nil {
+			cmd.Stderr = opts.Console
+		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if opts.NewPIDNS {

@@ -264,13 +264,16 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 			}
 		}
 	}
-	console, err := os.OpenFile(spec.ConsoleLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	console, err := vmm.CreateCappedLog(spec.ConsoleLog, vmm.ConsoleCap)
 	if err == nil {
 		// The serial console is Firecracker's stdout; its own log lines go there too until a
-		// logger is configured. Both are the VM's story, so they share the console log.
+		// logger is configured. Both are the VM's story, so they share the (capped) log.
 		var proc *vmm.Process
-		if proc, err = vmm.StartProcessWith(spec, l.path, l.args, console, vmm.ProcessOptions{NewPIDNS: l.newPIDNS}); err == nil {
-			inst.Running = vmm.Run(proc, control, func() { removeFiles(); l.cleanup() })
+		proc, err = vmm.StartProcessWith(spec, l.path, l.args, nil, vmm.ProcessOptions{Console: console, NewPIDNS: l.newPIDNS})
+		if err == nil {
+			inst.Running = vmm.Run(proc, control, func() { console.Close(); removeFiles(); l.cleanup() })
+		} else {
+			console.Close()
 		}
 	} else {
 		err = fmt.Errorf("firecracker: console log: %w", err)

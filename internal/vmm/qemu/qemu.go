@@ -167,7 +167,9 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		"-nodefaults", "-no-user-config",
 		"-display", "none", "-monitor", "none",
 		"-qmp", "unix:" + escapeOpt(filepath.Join(spec.Dir, QMPSocket)) + ",server=on,wait=off",
-		"-serial", "file:" + spec.ConsoleLog,
+		// The serial console on QEMU's stdout, into a capped log (the guest's output is
+		// the guest's choice, and unbounded).
+		"-serial", "stdio",
 		// A guest reboot or panic ends the process: no reboots, no lingering VMs.
 		"-no-reboot",
 		"-kernel", spec.Kernel,
@@ -238,10 +240,17 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	inst := &instance{qmp: qmp, stderrPath: spec.ConsoleLog + StderrSuffix}
 	stderr, err := os.OpenFile(inst.stderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err == nil {
-		var proc *vmm.Process
-		if proc, err = vmm.StartProcess(spec, b.Path, b.Args(spec), stderr); err == nil {
-			inst.Running = vmm.Run(proc, control, func() { os.Remove(qmp) })
-			return inst, nil
+		var console *vmm.CappedLog
+		if console, err = vmm.CreateCappedLog(spec.ConsoleLog, vmm.ConsoleCap); err != nil {
+			stderr.Close()
+		} else {
+			var proc *vmm.Process
+			proc, err = vmm.StartProcessWith(spec, b.Path, b.Args(spec), stderr, vmm.ProcessOptions{Console: console})
+			if err == nil {
+				inst.Running = vmm.Run(proc, control, func() { console.Close(); os.Remove(qmp) })
+				return inst, nil
+			}
+			console.Close()
 		}
 	}
 	if control != nil {
