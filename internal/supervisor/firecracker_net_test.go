@@ -15,8 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/firegopher/firegopher/internal/flock"
-	"github.com/firegopher/firegopher/internal/network"
-	"github.com/firegopher/firegopher/internal/network/firewall"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/testutil/nstest"
 	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
@@ -102,19 +100,7 @@ func TestFirecrackerNetworkThenKill9AndGC(t *testing.T) {
 			}
 		}
 		assertNoJail(t, h, jr, m.ID)
-		if _, err := netlink.LinkByName(hostIf); err == nil {
-			t.Errorf("host end %s left", hostIf)
-		}
-		if taps, err := firewall.TAPs(); err == nil && len(taps) > 0 {
-			t.Errorf("firewall elements left: %v", taps)
-		}
-		a, err := network.OpenAllocator(h.NetworkDB(), m.Network.Pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, found, err := a.Lookup(m.ID, m.Name); err != nil || found {
-			t.Errorf("address still allocated (%v)", err)
-		}
+		assertNoNetworkLeft(t, h, m) // the host end, hostIf, is a tap* link too
 		// gc again: nothing more to do.
 		if report, err := h.GC(); err != nil || len(report) > 0 {
 			t.Errorf("second gc: %v %v", report, err)
@@ -170,25 +156,7 @@ func TestFirecrackerFaultAtEveryStepLeavesNothing(t *testing.T) {
 			}
 			assertNothingLeft(t, h, vm.Dir)
 			assertNoJail(t, h, jr, m.ID)
-			links, err := netlink.LinkList()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range links {
-				if strings.HasPrefix(l.Attrs().Name, "tap") {
-					t.Errorf("host link %s left behind", l.Attrs().Name)
-				}
-			}
-			if taps, err := firewall.TAPs(); err == nil && len(taps) > 0 {
-				t.Errorf("firewall elements left behind: %v", taps)
-			}
-			a, err := network.OpenAllocator(h.NetworkDB(), m.Network.Pool)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, found, err := a.Lookup(m.ID, m.Name); err != nil || found {
-				t.Errorf("address still allocated (%v)", err)
-			}
+			assertNoNetworkLeft(t, h, m)
 		})
 	}
 }

@@ -56,25 +56,32 @@ func TestFaultAtEveryStepWithNetworkLeavesNothing(t *testing.T) {
 				t.Fatal("the start should have failed")
 			}
 			assertNothingLeft(t, h, vm.Dir)
-			links, err := netlink.LinkList()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range links {
-				if strings.HasPrefix(l.Attrs().Name, "tap") {
-					t.Errorf("TAP %s left behind", l.Attrs().Name)
-				}
-			}
-			if taps, err := firewall.TAPs(); err == nil && len(taps) > 0 {
-				t.Errorf("firewall elements left behind: %v", taps)
-			}
-			a, err := network.OpenAllocator(h.NetworkDB(), m.Network.Pool)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, found, err := a.Lookup(m.ID, m.Name); err != nil || found {
-				t.Errorf("address still allocated (%v)", err)
-			}
+			assertNoNetworkLeft(t, h, m)
 		})
+	}
+}
+
+// assertNoNetworkLeft: in this (test's own) namespace, no TAP or host-side link, no nft
+// element and no address of m remain.
+func assertNoNetworkLeft(t *testing.T, h *Host, m *spec.Machine) {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, "tap") {
+			t.Errorf("link %s left behind", l.Attrs().Name)
+		}
+	}
+	if taps, err := firewall.TAPs(); err == nil && len(taps) > 0 {
+		t.Errorf("firewall elements left behind: %v", taps)
+	}
+	a, err := network.OpenAllocator(h.NetworkDB(), m.Network.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := a.Lookup(m.ID, m.Name); err != nil || found {
+		t.Errorf("address still allocated (%v)", err)
 	}
 }

@@ -37,16 +37,39 @@ func qemuConformance(t *testing.T, mmio bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	boot := defaultBootAssets(t)
+	vmmtest.Run(t, vmmtest.Harness{
+		Backend:     backend,
+		BootTimeout: 2 * time.Minute,
+		Spec: func(t *testing.T, dir string, cfg vmconfig.Config) vmm.Spec {
+			s := boot.spec(t, "conformance", dir, cfg)
+			s.MMIO = mmio
+			return s
+		},
+	})
+}
+
+// bootAssets are what a VM of the state dir boots: the default kernel and image, and the
+// base initrd with this run's firegopher-init.
+type bootAssets struct {
+	store  *assets.Store
+	kernel *assets.Kernel
+	rootfs string
+	base   string
+}
+
+func defaultBootAssets(t *testing.T) bootAssets {
+	t.Helper()
 	store, err := assets.Open(filepath.Join(stateDir, "cache"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	kd, k, err := store.DefaultKernel(ctx, slog.New(slog.DiscardHandler))
+	ctx, quiet := context.Background(), slog.New(slog.DiscardHandler)
+	kd, k, err := store.DefaultKernel(ctx, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, im, err := store.DefaultImage(ctx, slog.New(slog.DiscardHandler))
+	_, im, err := store.DefaultImage(ctx, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,25 +77,25 @@ func qemuConformance(t *testing.T, mmio bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vmmtest.Run(t, vmmtest.Harness{
-		Backend:     backend,
-		BootTimeout: 2 * time.Minute,
-		Spec: func(t *testing.T, dir string, cfg vmconfig.Config) vmm.Spec {
-			rootfs := filepath.Join(dir, supervisor.DiskFile)
-			if _, err := disk.Clone(store.Path(im.Rootfs), rootfs); err != nil {
-				t.Fatal(err)
-			}
-			ird := filepath.Join(dir, supervisor.InitrdFile)
-			if err := initrd.ForVM(ird, base, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			return vmm.Spec{
-				ID: "conformance", Dir: dir, CPUs: 1, MemoryMiB: 512,
-				Kernel: store.Path(k.Vmlinux), Initrd: ird, Cmdline: supervisor.Cmdline,
-				Disks:      []vmm.Disk{{Path: rootfs, Serial: supervisor.RootSerial}},
-				ConsoleLog: filepath.Join(dir, supervisor.ConsoleLog),
-				MMIO:       mmio,
-			}
-		},
-	})
+	return bootAssets{store: store, kernel: k, rootfs: store.Path(im.Rootfs), base: base}
+}
+
+// spec makes a VM's root disk clone and initrd (its config cfg) in dir, and its VMM spec.
+// The root disk has the serial cfg names, if any (backends without serials find it first).
+func (b bootAssets) spec(t *testing.T, id, dir string, cfg vmconfig.Config) vmm.Spec {
+	t.Helper()
+	rootfs := filepath.Join(dir, supervisor.DiskFile)
+	if _, err := disk.Clone(b.rootfs, rootfs); err != nil {
+		t.Fatal(err)
+	}
+	ird := filepath.Join(dir, supervisor.InitrdFile)
+	if err := initrd.ForVM(ird, b.base, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return vmm.Spec{
+		ID: id, Dir: dir, CPUs: 1, MemoryMiB: 512,
+		Kernel: b.store.Path(b.kernel.Vmlinux), Initrd: ird, Cmdline: supervisor.Cmdline,
+		Disks:      []vmm.Disk{{Path: rootfs, Serial: cfg.Root.Serial}},
+		ConsoleLog: filepath.Join(dir, supervisor.ConsoleLog),
+	}
 }

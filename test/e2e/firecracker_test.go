@@ -10,11 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/firegopher/firegopher/internal/assets"
-	"github.com/firegopher/firegopher/internal/disk"
-	"github.com/firegopher/firegopher/internal/initrd"
 	"github.com/firegopher/firegopher/internal/jail"
-	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/vmconfig"
 	"github.com/firegopher/firegopher/internal/vmm"
 	"github.com/firegopher/firegopher/internal/vmm/firecracker"
@@ -46,26 +42,11 @@ func TestRealFirecrackerConformance(t *testing.T) {
 	fc.Jailer = &firecracker.Jailer{Binary: filepath.Join(release, "jailer"), Base: base, Owners: owners,
 		Cgroups: firecracker.CgroupLimitsIfAvailable}
 	fc.Logger = slog.New(slog.DiscardHandler)
-	store, err := assets.Open(filepath.Join(stateDir, "cache"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, k, err := store.DefaultKernel(ctx, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, im, err := store.DefaultImage(ctx, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base0, err := initrd.Base(store, kd, k, filepath.Join(binDir, "firegopher-init"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	boot := defaultBootAssets(t)
 	vmmtest.Run(t, vmmtest.Harness{
 		Backend:     fc,
 		BootTimeout: time.Minute,
-		Spec: func(t *testing.T, dir string, cfg vmconfig.Config) vmm.Spec {
+		Spec: func(t *testing.T, _ string, cfg vmconfig.Config) vmm.Spec {
 			// The jail links the VM's files into its chroot: the VM's dir must be on the
 			// state dir's filesystem, as supervisor's are.
 			os.MkdirAll(filepath.Join(stateDir, "vms"), 0o755)
@@ -74,20 +55,7 @@ func TestRealFirecrackerConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { os.RemoveAll(dir) })
-			rootfs := filepath.Join(dir, supervisor.DiskFile)
-			if _, err := disk.Clone(store.Path(im.Rootfs), rootfs); err != nil {
-				t.Fatal(err)
-			}
-			ird := filepath.Join(dir, supervisor.InitrdFile)
-			if err := initrd.ForVM(ird, base0, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			return vmm.Spec{
-				ID: filepath.Base(dir)[len(".e2e-fc-"):], Dir: dir, CPUs: 1, MemoryMiB: 512,
-				Kernel: store.Path(k.Vmlinux), Initrd: ird, Cmdline: supervisor.Cmdline,
-				Disks:      []vmm.Disk{{Path: rootfs}},
-				ConsoleLog: filepath.Join(dir, supervisor.ConsoleLog),
-			}
+			return boot.spec(t, filepath.Base(dir)[len(".e2e-fc-"):], dir, cfg)
 		},
 	})
 }
