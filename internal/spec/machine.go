@@ -212,8 +212,19 @@ func (p *Process) Validate() error {
 	return nil
 }
 
-// Validate checks a network.
+// Validate checks a network, its slot key included.
 func (n *Network) Validate() error {
+	if err := n.validateSettings(); err != nil {
+		return err
+	}
+	if n.RunID == "" || n.Slot == "" {
+		return fmt.Errorf("network: run id %q and slot %q must be set", n.RunID, n.Slot)
+	}
+	return nil
+}
+
+// validateSettings checks what the user chose (the flags), not the slot key.
+func (n *Network) validateSettings() error {
 	if err := ValidatePool(n.Pool); err != nil {
 		return fmt.Errorf("%s: %w", FieldPool, err)
 	}
@@ -229,9 +240,6 @@ func (n *Network) Validate() error {
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
 		return fmt.Errorf("%s: %d, want 576 to 65535", FieldMTU, n.MTU)
-	}
-	if n.RunID == "" || n.Slot == "" {
-		return fmt.Errorf("network: run id %q and slot %q must be set", n.RunID, n.Slot)
 	}
 	return nil
 }
@@ -273,7 +281,7 @@ func ParseNet(f NetFlags) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %q: %v", FieldPool, f.Pool, err)
 	}
-	n := &Network{Pool: pool, DHCP: DHCPMode(f.DHCP), MTU: f.MTU, AllowVMToVM: f.AllowVMToVM, RunID: "-", Slot: "-"}
+	n := &Network{Pool: pool, DHCP: DHCPMode(f.DHCP), MTU: f.MTU, AllowVMToVM: f.AllowVMToVM}
 	for _, d := range f.DNS {
 		a, err := netip.ParseAddr(d)
 		if err != nil {
@@ -281,9 +289,8 @@ func ParseNet(f NetFlags) (*Network, error) {
 		}
 		n.DNS = append(n.DNS, a)
 	}
-	if err := n.Validate(); err != nil {
+	if err := n.validateSettings(); err != nil {
 		return nil, err
 	}
-	n.RunID, n.Slot = "", ""
 	return n, nil
 }
