@@ -108,7 +108,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", defaultStateDir(), "state and cache directory (env FIREGOPHER_STATE_DIR)")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log every step")
-	root.AddCommand(newRunCommand(g), newPrepareCommand(g), newSuperviseCommand(g),
+	root.AddCommand(newRunCommand(g), newStartCommand(g), newPrepareCommand(g), newSuperviseCommand(g),
 		newPsCommand(g), newLogsCommand(g), newStopCommand(g), newKillCommand(g),
 		newRmCommand(g), newInspectCommand(g), newWaitCommand(g), newExecCommand(g), newAttachCommand(g), newCpCommand(g), newGCCommand(g),
 		newHostCommand(g), newNetCommand(g),

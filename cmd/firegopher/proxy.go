@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -64,7 +65,8 @@ func newProxyCommand(g *globalFlags) *cobra.Command {
 			}
 			defer adminL.Close()
 			px, err := proxy.New(proxy.Config{Domain: domain, Source: vmsource.Source{Host: h}, Logger: h.Log,
-				Health: proxy.HealthCheck{Path: healthPath}})
+				Health: proxy.HealthCheck{Path: healthPath},
+				Waker:  vmsource.Waker{Host: h, SuperviseArgv: g.superviseArgv}})
 			if err != nil {
 				return err
 			}
@@ -72,6 +74,7 @@ func newProxyCommand(g *globalFlags) *cobra.Command {
 			defer stop()
 			go px.Run(ctx)
 			go http.Serve(adminL, px.AdminHandler())
+			go vmsource.AutoStop(ctx, h, px, time.Second) // VMs run with --autostop
 			errs := make(chan error, 2)
 			go func() { errs <- px.Serve(ctx, httpL, nil) }()
 			if httpsL != nil {

@@ -47,6 +47,9 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if m.AutoStart && !detach {
+				return errors.New("--autostart: needs -d: a foreground VM is removed when it ends, so nothing is left to start")
+			}
 			return run(cmd.Context(), g, m, detach, terminal)
 		},
 	}
@@ -73,6 +76,8 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.StringArrayVarP(&f.Publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable; implies --net)")
 	fl.StringVar(&f.Service, "service", "", "the proxy service this VM serves (firegopher proxy serve routes SERVICE.DOMAIN to it)")
 	fl.IntVar(&f.HTTPPort, "http-port", 0, "the guest port the proxy sends HTTP requests to (implies --net)")
+	fl.BoolVar(&f.AutoStart, "autostart", false, "let the proxy start this VM again, once exited, for a request to its name or service (needs -d and --http-port)")
+	fl.DurationVar(&f.AutoStop, "autostop", 0, "let the proxy stop this VM after this long without a request (e.g. 5m; needs --http-port)")
 	return cmd
 }
 

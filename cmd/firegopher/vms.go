@@ -232,6 +232,27 @@ func newStopCommand(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
+func newStartCommand(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start VM...",
+		Short: "Start exited detached VMs again (a fresh root disk from the image; volumes, ports and service kept)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, ref := range args {
+				h, vm, err := lookup(g, ref)
+				if err != nil {
+					return err
+				}
+				if err := h.Start(vm, g.superviseArgv(vm.ID)); err != nil {
+					return err
+				}
+				fmt.Println(vm.ID)
+			}
+			return nil
+		},
+	}
+}
+
 func newKillCommand(g *globalFlags) *cobra.Command {
 	var sig string
 	cmd := &cobra.Command{

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Machine is the one description of a VM. It is built and validated at the edge (flags,
@@ -42,6 +43,12 @@ type Machine struct {
 	// NAME.DOMAIN and SERVICE.DOMAIN to it).
 	Service  string `json:"service,omitempty"`
 	HTTPPort uint16 `json:"http_port,omitempty"`
+	// AutoStart lets the proxy start the VM again, once it has exited, when a request
+	// comes for its name or service and nothing else serves it (Fly's autostart).
+	AutoStart bool `json:"autostart,omitempty"`
+	// AutoStop, if set, is how long the VM may go without a proxied request before the
+	// proxy stops it (Fly's autostop).
+	AutoStop time.Duration `json:"autostop,omitempty"`
 }
 
 // Mode says what runs in the VM once it is up.
@@ -161,6 +168,15 @@ func (m *Machine) Validate() error {
 	}
 	if m.Service != "" && m.HTTPPort == 0 {
 		return fmt.Errorf("--service: %q needs --http-port, the port the proxy sends its requests to", m.Service)
+	}
+	if m.AutoStart && m.HTTPPort == 0 {
+		return errors.New("--autostart: needs --http-port: the proxy starts the VM for requests to that port")
+	}
+	if m.AutoStop < 0 || (m.AutoStop > 0 && m.AutoStop < time.Second) {
+		return fmt.Errorf("--autostop: %s, want at least 1s", m.AutoStop)
+	}
+	if m.AutoStop > 0 && m.HTTPPort == 0 {
+		return errors.New("--autostop: needs --http-port: idle means no request through the proxy to that port")
 	}
 	if m.Run != "" && !runPattern.MatchString(m.Run) {
 		return fmt.Errorf("run_id: %q, want letters, digits and '-' (at most 64)", m.Run)

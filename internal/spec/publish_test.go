@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePort(t *testing.T) {
@@ -47,5 +48,32 @@ func TestPublishImpliesANetwork(t *testing.T) {
 	f.Net.Pool, f.Net.DHCP = "172.16.0.0/16", "embedded"
 	if _, err := ParseRun(f); err == nil || !strings.Contains(err.Error(), "--http-port") {
 		t.Fatalf("--service without --http-port: %v", err)
+	}
+}
+
+func TestAutostartAndAutostopNeedAnHTTPPort(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		set      func(*RunFlags)
+		wantFlag string // "" for valid
+	}{
+		{"autostart alone", func(f *RunFlags) { f.AutoStart = true }, "--autostart: needs --http-port"},
+		{"autostop alone", func(f *RunFlags) { f.AutoStop = time.Minute }, "--autostop: needs --http-port"},
+		{"autostop too short", func(f *RunFlags) { f.HTTPPort, f.AutoStop = 8000, time.Millisecond }, "--autostop: 1ms, want at least 1s"},
+		{"autostop negative", func(f *RunFlags) { f.HTTPPort, f.AutoStop = 8000, -time.Second }, "--autostop: -1s"},
+		{"both with a port", func(f *RunFlags) { f.HTTPPort, f.AutoStart, f.AutoStop = 8000, true, time.Minute }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := validFlags()
+			f.Net.Pool, f.Net.DHCP = "172.16.0.0/16", "embedded"
+			tc.set(&f)
+			m, err := ParseRun(f)
+			switch {
+			case tc.wantFlag == "" && (err != nil || !m.AutoStart || m.AutoStop != time.Minute):
+				t.Fatalf("%+v %v", m, err)
+			case tc.wantFlag != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.wantFlag)):
+				t.Fatalf("error %v, want it to start %q", err, tc.wantFlag)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Size is a number of bytes.
@@ -198,6 +199,9 @@ type RunFlags struct {
 	Publish  []string
 	Service  string
 	HTTPPort int
+	// AutoStart and AutoStop: the proxy starts the VM on demand and stops it when idle.
+	AutoStart bool
+	AutoStop  time.Duration
 }
 
 // ParseRun validates every flag and returns the machine they describe, with a new id, or
@@ -236,7 +240,7 @@ func ParseRun(f RunFlags) (*Machine, error) {
 		}
 		m.HTTPPort = uint16(f.HTTPPort)
 	}
-	m.Service = f.Service
+	m.Service, m.AutoStart, m.AutoStop = f.Service, f.AutoStart, f.AutoStop
 	if len(m.Ports) > 0 || m.HTTPPort > 0 || m.Service != "" {
 		f.Net.Enabled = true
 	}

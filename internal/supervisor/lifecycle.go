@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/flock"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
 )
@@ -27,6 +28,9 @@ type Created struct {
 	lock   *os.File
 	host   *Host
 	st     *state.Store
+	// restart: the record and directory predate this start (Host.Start), so a failed
+	// start records why instead of removing them.
+	restart bool
 }
 
 // Create records a new VM for m, whose assets must be resolved. The directory is locked
@@ -91,6 +95,10 @@ const (
 func (c *Created) StartDetached(argv []string) error {
 	defer c.lock.Close() // the supervisor holds its own reference to the lock
 	fail := func(err error) error {
+		if c.restart {
+			record(c.st, c.Record.ID, agent.Exit{}, err)
+			return err
+		}
 		c.st.Delete(c.Record.ID)
 		os.RemoveAll(c.Record.Dir)
 		return err
@@ -167,6 +175,39 @@ func (h *Host) superviseDetached(ctx context.Context, id string, lock *os.File, 
 	exit, err := Supervise(ctx, vm, Options{Started: started, Lock: lock})
 	h.Log.Info("VM ended", "vm", id, "code", exit.Code, "error", err)
 	return err
+}
+
+// Start boots an exited detached VM again from its recorded machine, under a new detached
+// supervisor (argv, as for StartDetached), and returns once it runs. As a Fly Machine's
+// start, the root disk is a fresh clone of the image; volumes, name, ports and service stay.
+func (h *Host) Start(rec *state.VM, argv []string) error {
+	if !rec.Detached {
+		return fmt.Errorf("VM %s ran in the foreground and was removed when it ended: only a detached VM (run -d) can be started again", rec.ID)
+	}
+	lock, err := flock.TryLock(filepath.Join(rec.Dir, LockFile))
+	if err != nil {
+		return fmt.Errorf("VM %s is running or being started", rec.ID)
+	}
+	st, err := h.State()
+	if err != nil {
+		lock.Close()
+		return err
+	}
+	fresh, err := st.Update(rec.ID, func(r *state.VM) error {
+		if r.Status != state.Exited {
+			return fmt.Errorf("VM %s is %s, not exited", r.ID, r.Status)
+		}
+		r.Status, r.Error, r.ExitCode, r.Signal = state.Created, "", nil, 0
+		r.FinishedAt, r.Draining, r.Network = time.Time{}, false, nil
+		return nil
+	})
+	if err != nil {
+		lock.Close()
+		return err
+	}
+	removeRuntimeFiles(rec.Dir) // what a crashed run's gc may have missed; logs are kept
+	c := &Created{Record: fresh, lock: lock, host: h, st: st, restart: true}
+	return c.StartDetached(argv)
 }
 
 // Lookup resolves what a user typed (id, name or unique id prefix) to a record.

@@ -168,11 +168,41 @@ func TestDetachedLifecycle(t *testing.T) {
 		t.Errorf("output log %q", log)
 	}
 	assertNothingLeft(t, h, rec.Dir)
+
+	// Started again (start, or the proxy's autostart): a new run of the same machine whose
+	// output follows the first run's in the log.
+	if err := h.Start(rec, []string{os.Args[0], "-test.run=^$"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = h.Lookup("web"); err != nil || rec.Status != state.Running || !Running(rec) || rec.ExitCode != nil {
+		t.Fatalf("after Start: %+v %v", rec, err)
+	}
+	if err := h.Start(rec, []string{os.Args[0], "-test.run=^$"}); err == nil || !strings.Contains(err.Error(), "is running") {
+		t.Errorf("Start of a running VM: %v", err)
+	}
+	if err := h.Stop(rec, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err = h.Wait(rec); err != nil || rec.ExitCode == nil || *rec.ExitCode != 143 {
+		t.Fatalf("after the second stop: %+v %v", rec, err)
+	}
+	if log, _ := os.ReadFile(filepath.Join(rec.Dir, OutputLog)); string(log) != "hello\nhello\n" {
+		t.Errorf("output log after two runs %q", log)
+	}
+	assertNothingLeft(t, h, rec.Dir)
 	if err := h.Remove(rec, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(rec.Dir); !os.IsNotExist(err) {
 		t.Errorf("rm left %s", rec.Dir)
+	}
+}
+
+func TestStartRefusesAForegroundVM(t *testing.T) {
+	h := testHost(t)
+	rec := &state.VM{ID: "aaaaaaaaaaaa", Dir: filepath.Join(h.VMsDir(), "aaaaaaaaaaaa"), Status: state.Exited}
+	if err := h.Start(rec, nil); err == nil || !strings.Contains(err.Error(), "only a detached VM") {
+		t.Fatalf("Start of a foreground VM: %v", err)
 	}
 }
 

@@ -46,18 +46,28 @@ func (s Source) Changes() <-chan struct{} { return nil }
 
 func backend(r *state.VM) (proxy.Backend, bool) {
 	m := r.Machine
-	if m == nil || m.HTTPPort == 0 || r.Status != state.Running || r.Network == nil || !supervisor.Running(r) {
+	if m == nil || m.HTTPPort == 0 {
+		return proxy.Backend{}, false
+	}
+	if m.AutoStart && r.Detached && r.Status == state.Exited {
+		// Known, so that a request for its name or service can start it.
+		return proxy.Backend{ID: r.ID, Name: nameOf(r), Service: m.Service, Stopped: true}, true
+	}
+	if r.Status != state.Running || r.Network == nil || !supervisor.Running(r) {
 		return proxy.Backend{}, false
 	}
 	guest, err := netip.ParseAddr(r.Network.Guest)
 	if err != nil {
 		return proxy.Backend{}, false
 	}
-	name := r.Name
-	if name == "" {
-		name = r.ID
+	return proxy.Backend{ID: r.ID, Name: nameOf(r), Service: m.Service, Addr: netip.AddrPortFrom(guest, m.HTTPPort), Draining: r.Draining}, true
+}
+
+func nameOf(r *state.VM) string {
+	if r.Name != "" {
+		return r.Name
 	}
-	return proxy.Backend{ID: r.ID, Name: name, Service: m.Service, Addr: netip.AddrPortFrom(guest, m.HTTPPort), Draining: r.Draining}, true
+	return r.ID
 }
 
 // Drain marks the VM draining and, if a proxy runs for this state directory, waits until it

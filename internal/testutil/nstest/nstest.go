@@ -8,9 +8,11 @@ package nstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -147,4 +149,27 @@ func onThread(fn func() error) error {
 		done <- fn()
 	}()
 	return <-done
+}
+
+// DialContextIn returns a dial function whose sockets are made inside the `ip netns`
+// namespace named name (a socket stays in the namespace it was made in, whichever thread
+// uses it later), for clients of servers that listen only there.
+func DialContextIn(name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := onThread(func() error {
+			h, err := netns.GetFromName(name)
+			if err != nil {
+				return fmt.Errorf("netns %s: %w", name, err)
+			}
+			defer h.Close()
+			if err := netns.Set(h); err != nil {
+				return fmt.Errorf("enter netns %s: %w", name, err)
+			}
+			var d net.Dialer
+			conn, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
 }
