@@ -84,23 +84,30 @@ func TestPublishedPorts(t *testing.T) {
 	}
 }
 
+// proxyProcess is a `firegopher proxy serve` of a test.
+type proxyProcess struct {
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	caFile string // the certificate it serves HTTPS with, self-signed for *.fg.local
+}
+
 // proxyServe runs `firegopher proxy serve` in the test's host namespace, HTTP on 8088 and
-// HTTPS (HTTP/2) on 8443 with a certificate for *.fg.local, until the test ends.
-func (n *testNet) proxyServe(t *testing.T) (log *syncBuffer, caFile string) {
+// HTTPS (HTTP/2) on 8443, until the test ends.
+func (n *testNet) proxyServe(t *testing.T) *proxyProcess {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeSelfSigned(t, certFile, keyFile, "*.fg.local")
-	proxy := exec.Command("ip", "netns", "exec", n.host, filepath.Join(binDir, "firegopher"), "proxy", "serve",
-		"--http", "127.0.0.1:8088", "--https", "127.0.0.1:8443", "--cert", certFile, "--key", keyFile, "--domain", "fg.local")
-	proxy.Env = append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir)
-	log = &syncBuffer{}
-	proxy.Stdout, proxy.Stderr = log, log
-	if err := proxy.Start(); err != nil {
+	p := &proxyProcess{log: &syncBuffer{}, caFile: filepath.Join(dir, "cert.pem")}
+	keyFile := filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, p.caFile, keyFile, "*.fg.local")
+	p.cmd = exec.Command("ip", "netns", "exec", n.host, filepath.Join(binDir, "firegopher"), "proxy", "serve",
+		"--http", "127.0.0.1:8088", "--https", "127.0.0.1:8443", "--cert", p.caFile, "--key", keyFile, "--domain", "fg.local")
+	p.cmd.Env = append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { proxy.Process.Signal(syscall.SIGTERM); proxy.Wait() })
-	return log, certFile
+	t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGTERM); p.cmd.Wait() })
+	return p
 }
 
 // curlProxy asks the proxy for path with Host host (plain HTTP), bounded by seconds.
@@ -189,7 +196,7 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 	n := newTestNet(t)
 	api1 := n.httpVM(t, "api1", "--service", "api", "--http-port", "8000")
 	api2 := n.httpVM(t, "api2", "--service", "api", "--http-port", "8000")
-	proxyLog, caFile := n.proxyServe(t)
+	px := n.proxyServe(t)
 
 	// Both VMs come into the rotation once healthy; requests spread over both.
 	waitBoth := func(what string) {
@@ -200,7 +207,7 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 				seen[strings.TrimSpace(out)] = true
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: the service never reached both VMs (saw %v); proxy log:\n%s", what, seen, proxyLog)
+				t.Fatalf("%s: the service never reached both VMs (saw %v); proxy log:\n%s", what, seen, px.log)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -216,8 +223,16 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 		t.Fatalf("an unknown host was answered: %q", out)
 	}
 
+	whole := t // the new proxy serves the subtests that follow this one
+	t.Run("a proxy killed and started again rebuilds its routes", func(t *testing.T) {
+		px.cmd.Process.Kill() // ip netns exec execs: this is the proxy itself
+		px.cmd.Wait()
+		px = n.proxyServe(whole)
+		waitBoth("after the proxy's restart")
+	})
+
 	t.Run("https and http2", func(t *testing.T) {
-		out, err := exec.Command("ip", "netns", "exec", n.host, "curl", "-sS", "-m", "10", "--cacert", caFile,
+		out, err := exec.Command("ip", "netns", "exec", n.host, "curl", "-sS", "-m", "10", "--cacert", px.caFile,
 			"--resolve", "api1.fg.local:8443:127.0.0.1", "-w", "%{http_version}", "https://api1.fg.local:8443/name.txt").CombinedOutput()
 		if err != nil || string(out) != "api1\n2" {
 			t.Fatalf("HTTPS through the proxy: %q %v (want the body, then HTTP version 2)", out, err)
@@ -248,7 +263,7 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 		})
 		// Only requests in flight to it may fail: at most one per concurrent client.
 		if failed := 400 - codes["200"]; failed > 16 || codes["200"]+failed != 400 {
-			t.Fatalf("%d of 400 requests failed around the kill (codes %v); proxy log:\n%s", failed, codes, proxyLog)
+			t.Fatalf("%d of 400 requests failed around the kill (codes %v); proxy log:\n%s", failed, codes, px.log)
 		}
 		// It leaves within a health-check interval (1 s) and the source's poll (0.5 s).
 		for n.routeHealth(t)["api.fg.local"]["api1"] == "healthy" {
@@ -272,7 +287,7 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 			}
 		})
 		if codes["200"] != 2000 {
-			t.Fatalf("%d of 2000 requests failed during the stop (codes %v); proxy log:\n%s", 2000-codes["200"], codes, proxyLog)
+			t.Fatalf("%d of 2000 requests failed during the stop (codes %v); proxy log:\n%s", 2000-codes["200"], codes, px.log)
 		}
 		if bodies["api1"] == 0 || bodies["api2"] == 0 {
 			t.Errorf("the load was not spread over both VMs: %v", bodies)
@@ -301,7 +316,7 @@ func TestProxyFollowsTheVMs(t *testing.T) {
 		}
 		// The first request wakes it and is held until it serves.
 		if out, err := n.curlProxy("lazy.fg.local", "/name.txt", 60); err != nil || out != "lazy\n" {
-			t.Fatalf("autostart: %q %v; proxy log:\n%s", out, err, proxyLog)
+			t.Fatalf("autostart: %q %v; proxy log:\n%s", out, err, px.log)
 		}
 	})
 }
