@@ -264,8 +264,19 @@ func TestFirecrackerDetachedStopKillRm(t *testing.T) {
 		}
 		assertNothingLeft(t, h, rec.Dir)
 		assertNoJail(t, h, jr, m.ID)
+		// Firecracker's log and metrics, drained from the jail's FIFOs, stay with the
+		// console log until rm.
+		if b, _ := os.ReadFile(filepath.Join(rec.Dir, ConsoleLog+firecracker.LogSuffix)); !bytes.Contains(b, []byte("Successfully started microvm")) {
+			t.Errorf("Firecracker's log in the VM directory: %q", b)
+		}
+		if b, _ := os.ReadFile(filepath.Join(rec.Dir, ConsoleLog+firecracker.MetricsSuffix)); !bytes.Contains(b, []byte(`"utc_timestamp_ms"`)) {
+			t.Errorf("Firecracker's metrics in the VM directory: %q", b)
+		}
 		if err := h.Remove(rec, false); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := os.Stat(rec.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("rm left %s", rec.Dir)
 		}
 
 		// kill: the workload gets SIGKILL through init.
