@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 type fcCLI struct {
 	t              *testing.T
 	stateDir       string
+	ids            jail.Range
 	env            []string
 	kernel, rootfs string
 }
@@ -50,6 +53,8 @@ func newFCCLI(t *testing.T, version string) *fcCLI {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	files := t.TempDir()
 	c := &fcCLI{t: t, stateDir: dir,
+		// A range of the test's own: runs side by side never share a uid.
+		ids: jail.Range{First: 1_970_000_000 + rand.IntN(1_000_000)*100, Count: 100},
 		// An ELF "vmlinux" taking virtio_mmio.device= (a Firecracker guest-config kernel):
 		// every release can boot it, and the fake reads nothing else from it.
 		kernel: filepath.Join(files, "vmlinux"),
@@ -79,7 +84,8 @@ func newFCCLI(t *testing.T, version string) *fcCLI {
 	c.env = append(os.Environ(), asCLIEnv+"=1", "FIREGOPHER_STATE_DIR="+dir, "FIREGOPHER_INIT="+initBin,
 		firecrackerVersionEnv+"=", "FIREGOPHER_VMM=",
 		// This CI host is cgroup-hybrid: no v2 limits to be had.
-		cgroupLimitsEnv+"=if-available")
+		cgroupLimitsEnv+"=if-available",
+		fmt.Sprintf("%s=%d:%d", jailIDsEnv, c.ids.First, c.ids.Count))
 	if out := c.ok("firecracker", "install", "--version", version, "--from", releaseTarball(t, version)); !strings.Contains(out, "firecracker/v"+version) {
 		t.Fatalf("install: %q", out)
 	}
@@ -148,17 +154,16 @@ func (c *fcCLI) assertNoJails() {
 	if ents, _ := os.ReadDir(filepath.Join(c.stateDir, "jail", jail.ExecName)); len(ents) > 0 {
 		c.t.Errorf("chroots left: %d", len(ents))
 	}
-	owners, err := jail.OpenAllocator(filepath.Join(c.stateDir, "jail.db"), jail.DefaultRange)
+	owners, err := jail.OpenAllocator(filepath.Join(c.stateDir, "jail.db"), c.ids)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	list, err := owners.List()
-	if err != nil || len(list) > 0 {
+	if list, err := owners.List(); err != nil || len(list) > 0 {
 		c.t.Errorf("jail owners left: %v %v", list, err)
 	}
-	for _, al := range list {
-		if pids, _ := jail.Processes("/proc", al.Owner); len(pids) > 0 {
-			c.t.Errorf("processes of jail uid %d left: %v", al.Owner.UID, pids)
+	for uid := c.ids.First; uid < c.ids.First+c.ids.Count; uid++ {
+		if pids, _ := jail.Processes("/proc", jail.Owner{UID: uid, GID: uid}); len(pids) > 0 {
+			c.t.Errorf("processes of jail uid %d left: %v", uid, pids)
 		}
 	}
 }
@@ -206,6 +211,11 @@ func TestCLIFirecracker(t *testing.T) {
 			root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", rec.VMMPID))
 			if rec.Backend != "firecracker" || err != nil || root != filepath.Join(c.stateDir, "jail", jail.ExecName, id, "root") {
 				t.Errorf("backend %q, VMM %d in root %q (%v): want Firecracker in its jail", rec.Backend, rec.VMMPID, root, err)
+			}
+			if fi, err := os.Stat(fmt.Sprintf("/proc/%d", rec.VMMPID)); err == nil {
+				if uid := int(fi.Sys().(*syscall.Stat_t).Uid); uid < c.ids.First || uid >= c.ids.First+c.ids.Count {
+					t.Errorf("the VMM runs as uid %d, want one of %s's range %d+%d", uid, jailIDsEnv, c.ids.First, c.ids.Count)
+				}
 			}
 			if out := c.ok("stop", "-t", "5", "web"); strings.TrimSpace(out) != id {
 				t.Errorf("stop: %q", out)

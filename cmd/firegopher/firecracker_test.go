@@ -148,6 +148,18 @@ func TestFirecrackerBackendWiring(t *testing.T) {
 	if _, err := h.Backend(spec.VMM{Backend: "firecracker"}); err == nil || !strings.Contains(err.Error(), cgroupLimitsEnv) {
 		t.Errorf("%s=sometimes: %v", cgroupLimitsEnv, err)
 	}
+	t.Setenv(cgroupLimitsEnv, "if-available")
+	t.Setenv(jailIDsEnv, "1960000000:100")
+	if b, err := h.Backend(spec.VMM{Backend: "firecracker"}); err != nil || b.(*firecracker.Backend).Jailer.Owners.Range() != (jail.Range{First: 1960000000, Count: 100}) {
+		t.Errorf("%s=1960000000:100: %v", jailIDsEnv, err)
+	}
+	for _, bad := range []string{"0:100", "1000", "a:b"} {
+		t.Setenv(jailIDsEnv, bad)
+		if _, err := h.Backend(spec.VMM{Backend: "firecracker"}); err == nil || !strings.Contains(err.Error(), jailIDsEnv) {
+			t.Errorf("%s=%s: %v", jailIDsEnv, bad, err)
+		}
+	}
+	t.Setenv(jailIDsEnv, "")
 	if _, err := newBackend(h, spec.VMM{Backend: "bochs"}); err == nil || !strings.Contains(err.Error(), "firecracker") {
 		t.Errorf("--vmm bochs: %v", err)
 	}
