@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -89,7 +90,29 @@ const (
 	// cgroupLimitsEnv: "" or "required" refuses a VM the host cannot give cgroup v2
 	// limits; "if-available" runs it without them (cgroup v1 and hybrid hosts).
 	cgroupLimitsEnv = "FIREGOPHER_CGROUP_LIMITS"
+	// jailIDsEnv moves the jails' uid/gid range, FIRST:COUNT (default jail.DefaultRange):
+	// for a host where another tool hands out those ids, or tests running side by side.
+	jailIDsEnv = "FIREGOPHER_JAIL_IDS"
 )
+
+// jailIDs reads jailIDsEnv.
+func jailIDs() (jail.Range, error) {
+	v := os.Getenv(jailIDsEnv)
+	if v == "" {
+		return jail.DefaultRange, nil
+	}
+	first, count, ok := strings.Cut(v, ":")
+	f, ferr := strconv.Atoi(first)
+	c, cerr := strconv.Atoi(count)
+	if !ok || ferr != nil || cerr != nil {
+		return jail.Range{}, fmt.Errorf("%s: %q, want FIRST:COUNT like %d:%d", jailIDsEnv, v, jail.DefaultRange.First, jail.DefaultRange.Count)
+	}
+	r := jail.Range{First: f, Count: c}
+	if err := r.Validate(); err != nil {
+		return jail.Range{}, fmt.Errorf("%s: %w", jailIDsEnv, err)
+	}
+	return r, nil
+}
 
 // newestFirecracker is the version of the release the firecracker backend would run, ""
 // when none is installed.
@@ -188,7 +211,11 @@ func hostJailer(h *supervisor.Host) (*firecracker.Jailer, error) {
 	if err := os.MkdirAll(h.JailBase(), 0o755); err != nil {
 		return nil, err
 	}
-	owners, err := jail.OpenAllocator(h.JailDB(), jail.DefaultRange)
+	ids, err := jailIDs()
+	if err != nil {
+		return nil, err
+	}
+	owners, err := jail.OpenAllocator(h.JailDB(), ids)
 	if err != nil {
 		return nil, err
 	}

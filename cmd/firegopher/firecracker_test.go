@@ -14,7 +14,15 @@ import (
 	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
+// asCLIEnv makes this test binary the firegopher command (its main), for the CLI tests:
+// they run it, and it re-executes itself as a detached supervisor, as firegopher does.
+const asCLIEnv = "FIREGOPHER_TEST_AS_CLI"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asCLIEnv) != "" {
+		main()
+		os.Exit(0)
+	}
 	code := m.Run()
 	fctest.Cleanup()
 	os.Exit(code)
@@ -23,6 +31,20 @@ func TestMain(m *testing.M) {
 // installDouble installs the fctest doubles of version as a release, from a tarball laid
 // out as Firecracker's.
 func installDouble(t *testing.T, g *globalFlags, version string) {
+	t.Helper()
+	tgz := releaseTarball(t, version)
+	store, err := g.store()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.ImportFirecracker(tgz, version, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// releaseTarball is a release tarball of the fctest doubles of version, laid out as
+// Firecracker's (release-vX-x86_64/firecracker-vX-x86_64 and jailer-vX-x86_64).
+func releaseTarball(t *testing.T, version string) string {
 	t.Helper()
 	rel, err := fctest.Build(version)
 	if err != nil {
@@ -45,14 +67,10 @@ func installDouble(t *testing.T, g *globalFlags, version string) {
 	}
 	tw.Close()
 	gz.Close()
-	f.Close()
-	store, err := g.store()
-	if err != nil {
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := store.ImportFirecracker(tgz, version, ""); err != nil {
-		t.Fatal(err)
-	}
+	return tgz
 }
 
 func TestFirecrackerBackendWiring(t *testing.T) {
@@ -130,6 +148,18 @@ func TestFirecrackerBackendWiring(t *testing.T) {
 	if _, err := h.Backend(spec.VMM{Backend: "firecracker"}); err == nil || !strings.Contains(err.Error(), cgroupLimitsEnv) {
 		t.Errorf("%s=sometimes: %v", cgroupLimitsEnv, err)
 	}
+	t.Setenv(cgroupLimitsEnv, "if-available")
+	t.Setenv(jailIDsEnv, "1960000000:100")
+	if b, err := h.Backend(spec.VMM{Backend: "firecracker"}); err != nil || b.(*firecracker.Backend).Jailer.Owners.Range() != (jail.Range{First: 1960000000, Count: 100}) {
+		t.Errorf("%s=1960000000:100: %v", jailIDsEnv, err)
+	}
+	for _, bad := range []string{"0:100", "1000", "a:b"} {
+		t.Setenv(jailIDsEnv, bad)
+		if _, err := h.Backend(spec.VMM{Backend: "firecracker"}); err == nil || !strings.Contains(err.Error(), jailIDsEnv) {
+			t.Errorf("%s=%s: %v", jailIDsEnv, bad, err)
+		}
+	}
+	t.Setenv(jailIDsEnv, "")
 	if _, err := newBackend(h, spec.VMM{Backend: "bochs"}); err == nil || !strings.Contains(err.Error(), "firecracker") {
 		t.Errorf("--vmm bochs: %v", err)
 	}

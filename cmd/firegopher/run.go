@@ -17,6 +17,7 @@ import (
 	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 var errInterrupted = errors.New("interrupted")
@@ -92,8 +93,17 @@ func run(ctx context.Context, g *globalFlags, m *spec.Machine, detach bool, term
 	}
 	// The default is chosen once, here, and recorded: a detached supervisor uses the same.
 	m.VMM.Backend = backendName(h, m.VMM)
-	if _, err := h.Backend(m.VMM); err != nil {
+	backend, err := h.Backend(m.VMM)
+	if err != nil {
 		return err
+	}
+	// The VM starts on the backend checked here: building Firecracker's runs it (--version).
+	build := h.Backend
+	h.Backend = func(v spec.VMM) (vmm.Backend, error) {
+		if v == m.VMM {
+			return backend, nil
+		}
+		return build(v)
 	}
 	initBin, err := findInit()
 	if err != nil {

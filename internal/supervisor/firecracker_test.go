@@ -173,6 +173,10 @@ func forEachFCRelease(t *testing.T, fn func(t *testing.T, rel fctest.Release)) {
 func TestFirecrackerRunExitCodeAndOutput(t *testing.T) {
 	forEachFCRelease(t, func(t *testing.T, rel fctest.Release) {
 		h, jr := newFCHost(t, fcHostConfig(t, rel), discardLog())
+		// Building Firecracker's backend runs it (--version): Create's kernel check and the
+		// start share one.
+		builds, backend := 0, h.Backend
+		h.Backend = func(v spec.VMM) (vmm.Backend, error) { builds++; return backend(v) }
 		m := fcMachine(t, h, fcKernel, "sh", "-c", "echo out; echo err >&2; exit 3")
 		c, err := h.Create(m, false)
 		if err != nil {
@@ -185,6 +189,9 @@ func TestFirecrackerRunExitCodeAndOutput(t *testing.T) {
 		}
 		if exit.Code != 3 || stdout.String() != "out\n" || stderr.String() != "err\n" {
 			t.Fatalf("exit %+v stdout %q stderr %q", exit, stdout.String(), stderr.String())
+		}
+		if builds != 1 {
+			t.Errorf("the backend was built %d times for one run, want once", builds)
 		}
 		assertNoJail(t, h, jr, m.ID)
 	})
@@ -264,8 +271,19 @@ func TestFirecrackerDetachedStopKillRm(t *testing.T) {
 		}
 		assertNothingLeft(t, h, rec.Dir)
 		assertNoJail(t, h, jr, m.ID)
+		// Firecracker's log and metrics, drained from the jail's FIFOs, stay with the
+		// console log until rm.
+		if b, _ := os.ReadFile(filepath.Join(rec.Dir, ConsoleLog+firecracker.LogSuffix)); !bytes.Contains(b, []byte("Successfully started microvm")) {
+			t.Errorf("Firecracker's log in the VM directory: %q", b)
+		}
+		if b, _ := os.ReadFile(filepath.Join(rec.Dir, ConsoleLog+firecracker.MetricsSuffix)); !bytes.Contains(b, []byte(`"utc_timestamp_ms"`)) {
+			t.Errorf("Firecracker's metrics in the VM directory: %q", b)
+		}
 		if err := h.Remove(rec, false); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := os.Stat(rec.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("rm left %s", rec.Dir)
 		}
 
 		// kill: the workload gets SIGKILL through init.

@@ -33,15 +33,21 @@ func (h *Host) JailDB() string { return filepath.Join(h.StateDir, "jail.db") }
 
 // checkKernel asks m's backend, when it can tell (vmm.KernelChecker), whether it can give
 // m's kernel its devices, so that the user hears it before any VM state exists. A foreign
-// machine boots its image's own initrd, which Start checks.
-func (h *Host) checkKernel(m *spec.Machine) error {
+// machine boots its image's own initrd, which Start checks. It returns the backend it
+// built (nil if none), for the start that follows: building one can run the VMM (its
+// --version).
+func (h *Host) checkKernel(m *spec.Machine) (vmm.Backend, error) {
 	if m.Mode == spec.ModeForeign || h.Backend == nil {
-		return nil
+		return nil, nil
 	}
 	b, err := h.Backend(m.VMM)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return b, h.checkKernelOf(b, m)
+}
+
+func (h *Host) checkKernelOf(b vmm.Backend, m *spec.Machine) error {
 	kc, ok := b.(vmm.KernelChecker)
 	if !ok {
 		return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/firegopher/firegopher/internal/flock"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/state"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 // Created is a VM that has a record and a claimed directory, not yet started. Exactly one
@@ -31,6 +32,9 @@ type Created struct {
 	// restart: the record and directory predate this start (Host.Start), so a failed
 	// start records why instead of removing them.
 	restart bool
+	// backend is the one Create built to check the kernel (nil if none): Run starts with
+	// it rather than building another.
+	backend vmm.Backend
 }
 
 // Create records a new VM for m, whose assets must be resolved. The directory is locked
@@ -42,7 +46,8 @@ func (h *Host) Create(m *spec.Machine, detached bool) (*Created, error) {
 	if m.Assets == nil {
 		return nil, errors.New("create: the machine's assets are not resolved")
 	}
-	if err := h.checkKernel(m); err != nil {
+	backend, err := h.checkKernel(m)
+	if err != nil {
 		return nil, err
 	}
 	st, err := h.State()
@@ -62,7 +67,7 @@ func (h *Host) Create(m *spec.Machine, detached bool) (*Created, error) {
 		os.RemoveAll(rec.Dir)
 		return nil, err
 	}
-	return &Created{Record: rec, lock: lock, host: h, st: st}, nil
+	return &Created{Record: rec, lock: lock, host: h, st: st, backend: backend}, nil
 }
 
 // Discard removes a created VM that will not be started.
@@ -75,7 +80,7 @@ func (c *Created) Discard() {
 // Run supervises the VM in this process until it ends, streaming its stdio, and removes
 // it afterwards (like `docker run --rm`).
 func (c *Created) Run(ctx context.Context, stdio Stdio) (agent.Exit, error) {
-	vm, err := c.host.NewVM(c.st, c.Record)
+	vm, err := c.host.newVM(c.st, c.Record, c.backend)
 	if err != nil {
 		c.Discard()
 		return agent.Exit{}, err

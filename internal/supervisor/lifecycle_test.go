@@ -109,7 +109,9 @@ func assertNothingLeft(t *testing.T, h *Host, dir string) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		switch {
-		case e.Name() == LockFile, strings.HasSuffix(e.Name(), ".log"), strings.HasSuffix(e.Name(), ".log.qemu"):
+		// A backend's own logs sit beside the console log (console.log.qemu,
+		// console.log.firecracker, console.log.metrics) and are kept with it.
+		case e.Name() == LockFile, strings.HasSuffix(e.Name(), ".log"), strings.HasPrefix(e.Name(), ConsoleLog+"."):
 		default:
 			t.Errorf("%s left in the VM directory", e.Name())
 		}

@@ -48,6 +48,11 @@ func (h *Host) Store() (*assets.Store, error) { return assets.Open(h.CacheDir())
 
 // NewVM builds the VM of a record whose machine has its assets resolved.
 func (h *Host) NewVM(st *state.Store, rec *state.VM) (*VM, error) {
+	return h.newVM(st, rec, nil)
+}
+
+// newVM is NewVM with the machine's backend already built (nil: built here).
+func (h *Host) newVM(st *state.Store, rec *state.VM, backend vmm.Backend) (*VM, error) {
 	m := rec.Machine
 	if m == nil {
 		return nil, fmt.Errorf("VM %s: record has no machine", rec.ID)
@@ -66,9 +71,10 @@ func (h *Host) NewVM(st *state.Store, rec *state.VM) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	backend, err := h.Backend(m.VMM)
-	if err != nil {
-		return nil, err
+	if backend == nil {
+		if backend, err = h.Backend(m.VMM); err != nil {
+			return nil, err
+		}
 	}
 	return &VM{
 		Machine: m, Dir: rec.Dir, Store: store, Backend: backend, State: st,

@@ -17,15 +17,26 @@ type CappedLog struct {
 	f      *os.File
 	left   int64
 	capped bool
+	note   string
 }
 
-// CreateCappedLog truncates or creates path as a log of at most limit bytes (plus a line).
+// consoleNote is the console log's line at its cap.
+const consoleNote = "console log capped here; the rest of the guest's output is dropped"
+
+// CreateCappedLog truncates or creates path as a console log of at most limit bytes (plus
+// a line saying it was capped).
 func CreateCappedLog(path string, limit int64) (*CappedLog, error) {
+	return CreateCappedFile(path, limit, consoleNote)
+}
+
+// CreateCappedFile is CreateCappedLog for any log a VMM writes (its own log, its metrics):
+// note is the line written where the cap cuts it.
+func CreateCappedFile(path string, limit int64, note string) (*CappedLog, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &CappedLog{f: f, left: limit}, nil
+	return &CappedLog{f: f, left: limit, note: note}, nil
 }
 
 // Write keeps what fits and reports everything written: the VMM must never block on it.
@@ -44,7 +55,7 @@ func (c *CappedLog) Write(p []byte) (int, error) {
 	}
 	if int64(len(p)) > n && !c.capped {
 		c.capped = true
-		fmt.Fprintf(c.f, "\n[firegopher: console log capped here; the rest of the guest's output is dropped]\n")
+		fmt.Fprintf(c.f, "\n[firegopher: %s]\n", c.note)
 	}
 	return len(p), nil
 }

@@ -21,6 +21,10 @@ type Config struct {
 	Vsock   *models.Vsock
 	// Entropy is the virtio-rng device (as QEMU's guests have one); nil for none.
 	Entropy *models.EntropyDevice
+	// Logger and Metrics name the FIFOs Firecracker writes its log and metrics to; nil
+	// leaves the log on stdout (the console) and the metrics unwritten.
+	Logger  *models.Logger
+	Metrics *models.Metrics
 }
 
 // NewConfig builds and validates the API bodies for spec.
@@ -43,6 +47,8 @@ func NewConfig(spec vmm.Spec) (*Config, error) {
 			UdsPath:  ptr(VsockPath(spec)),
 		},
 		Entropy: &models.EntropyDevice{},
+		Logger:  &models.Logger{LogPath: ptr(LogFIFOPath(spec)), Level: ptr(models.LoggerLevelInfo)},
+		Metrics: &models.Metrics{MetricsPath: ptr(MetricsFIFOPath(spec))},
 	}
 	seen := map[string]bool{}
 	for i, d := range spec.Disks {
@@ -111,6 +117,16 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.Logger != nil {
+		if err := check("logger", c.Logger); err != nil {
+			return err
+		}
+	}
+	if c.Metrics != nil {
+		if err := check("metrics", c.Metrics); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -141,6 +157,8 @@ type Steps []Step
 
 // Names of the default steps.
 const (
+	StepLogger            = "logger"
+	StepMetrics           = "metrics"
 	StepMachineConfig     = "machine-config"
 	StepBootSource        = "boot-source"
 	StepDrives            = "drives"
@@ -150,10 +168,12 @@ const (
 	StepInstanceStart     = "instance-start"
 )
 
-// DefaultSteps is Start's sequence: machine config, boot source, drives, NICs, vsock,
-// entropy, boot.
+// DefaultSteps is Start's sequence: logger first (it then records every later request
+// and error), metrics, machine config, boot source, drives, NICs, vsock, entropy, boot.
 func DefaultSteps() Steps {
 	return Steps{
+		{StepLogger, putLogger},
+		{StepMetrics, putMetrics},
 		{StepMachineConfig, putMachineConfig},
 		{StepBootSource, putBootSource},
 		{StepDrives, putDrives},
@@ -212,6 +232,30 @@ func (s Steps) Remove(name string) Steps {
 // validated checks a body just before it is sent: a custom step may have changed Config.
 func validated(v interface{ Validate(strfmt.Registry) error }) error {
 	return v.Validate(strfmt.Default)
+}
+
+func putLogger(ctx context.Context, api operations.ClientIface, cfg *Config) error {
+	if cfg.Logger == nil {
+		return nil
+	}
+	if err := validated(cfg.Logger); err != nil {
+		return err
+	}
+	p := operations.NewPutLoggerParamsWithContext(ctx).WithTimeout(requestTimeout).WithBody(cfg.Logger)
+	_, err := api.PutLogger(p)
+	return apiError(err)
+}
+
+func putMetrics(ctx context.Context, api operations.ClientIface, cfg *Config) error {
+	if cfg.Metrics == nil {
+		return nil
+	}
+	if err := validated(cfg.Metrics); err != nil {
+		return err
+	}
+	p := operations.NewPutMetricsParamsWithContext(ctx).WithTimeout(requestTimeout).WithBody(cfg.Metrics)
+	_, err := api.PutMetrics(p)
+	return apiError(err)
 }
 
 func putMachineConfig(ctx context.Context, api operations.ClientIface, cfg *Config) error {

@@ -247,7 +247,7 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 			return fail(fmt.Errorf("firecracker: %w", err))
 		}
 	}
-	inst := &instance{consolePath: spec.ConsoleLog, sock: l.apiSock}
+	inst := &instance{consolePath: spec.ConsoleLog, logPath: LogPath(spec), sock: l.apiSock}
 	// removeFiles removes the sockets of this instance (once Firecracker has gone).
 	removeFiles := func() { os.Remove(l.apiSock); os.Remove(l.vsock) }
 	var control net.Listener
@@ -257,26 +257,32 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 			return fail(fmt.Errorf("firecracker: control socket: %w", err))
 		}
 		control = ln
-		if l.ownControl != nil {
-			if err := l.ownControl(); err != nil {
+		if l.own != nil {
+			if err := l.own(l.control); err != nil {
 				ln.Close()
 				return fail(err)
 			}
 		}
 	}
-	console, err := vmm.CreateCappedLog(spec.ConsoleLog, vmm.ConsoleCap)
+	drains, err := startDrains(spec, l)
 	if err == nil {
-		// The serial console is Firecracker's stdout; its own log lines go there too until a
-		// logger is configured. Both are the VM's story, so they share the (capped) log.
-		var proc *vmm.Process
-		proc, err = vmm.StartProcessWith(spec, l.path, l.args, nil, vmm.ProcessOptions{Console: console, NewPIDNS: l.newPIDNS})
-		if err == nil {
-			inst.Running = vmm.Run(proc, control, func() { console.Close(); removeFiles(); l.cleanup() })
+		var console *vmm.CappedLog
+		if console, err = vmm.CreateCappedLog(spec.ConsoleLog, vmm.ConsoleCap); err == nil {
+			// The serial console is Firecracker's stdout; its own log lines go there too
+			// until the logger is configured (PUT /logger, the first step).
+			var proc *vmm.Process
+			proc, err = vmm.StartProcessWith(spec, l.path, l.args, nil, vmm.ProcessOptions{Console: console, NewPIDNS: l.newPIDNS})
+			if err == nil {
+				inst.Running = vmm.Run(proc, control, func() { console.Close(); drains.stop(); removeFiles(); l.cleanup() })
+			} else {
+				console.Close()
+			}
 		} else {
-			console.Close()
+			err = fmt.Errorf("firecracker: console log: %w", err)
 		}
-	} else {
-		err = fmt.Errorf("firecracker: console log: %w", err)
+		if err != nil {
+			drains.stop()
+		}
 	}
 	if err != nil {
 		if control != nil {
@@ -342,15 +348,15 @@ func newAPIClient(sock string) (operations.ClientIface, *http.Transport) {
 // instance is a running Firecracker (jailed or not) and its API socket.
 type instance struct {
 	*vmm.Running
-	consolePath string
-	sock        string
+	consolePath, logPath string
+	sock                 string
 }
 
 // Wait reports the process's exit: Firecracker exits 0 when the guest reboots (reboot=k),
 // which is how a guest ends its VM on Firecracker.
 func (i *instance) Wait() error {
 	if err := i.Ended(); err != nil {
-		return fmt.Errorf("firecracker: %v%s", err, consoleTail(i.consolePath))
+		return fmt.Errorf("firecracker: %v%s", err, consoleTail(i.consolePath, i.logPath))
 	}
 	return nil
 }
@@ -375,9 +381,13 @@ func (i *instance) Shutdown(ctx context.Context) error {
 	return i.Proc.WaitOrKill(ctx)
 }
 
-// consoleTail is the console log's last lines, for errors: Firecracker explains failures there.
-func consoleTail(path string) string {
-	lines := logtail.File(path, 3)
+// consoleTail is the last lines of the console log and of Firecracker's own log, for
+// errors: Firecracker explains failures there (on stdout until its logger is configured).
+func consoleTail(paths ...string) string {
+	var lines []string
+	for _, p := range paths {
+		lines = append(lines, logtail.File(p, 3)...)
+	}
 	if len(lines) == 0 {
 		return ""
 	}

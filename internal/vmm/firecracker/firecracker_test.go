@@ -84,16 +84,22 @@ func startCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// apiCall is one request as Firecracker logs it (to stdout, the console, without a logger).
+// apiCall is one request as Firecracker logs it: to stdout (the console) until PUT /logger,
+// then to its log (drained beside the console log).
 type apiCall struct{ Method, Path, Body string }
 
 var apiLogLine = regexp.MustCompile(`The API server received a (\w+) request on "([^"]*)"(?: with body (".*"))?\.$`)
 
+// apiCalls reads the calls from the console log and Firecracker's own log after it. Read
+// while the VM runs, the log may lag: waitLog first for the last line wanted.
 func apiCalls(t *testing.T, console string) []apiCall {
 	t.Helper()
 	data, err := os.ReadFile(console)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if log, err := os.ReadFile(console + LogSuffix); err == nil {
+		data = append(data, log...)
 	}
 	var calls []apiCall
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -161,6 +167,8 @@ func TestStartWaitConfiguresInOrder(t *testing.T) {
 		}
 		calls := apiCalls(t, spec.ConsoleLog)
 		want := []string{
+			"PUT /logger",
+			"PUT /metrics",
 			"PUT /machine-config",
 			"PUT /boot-source",
 			"PUT /drives/fgroot",
@@ -172,6 +180,10 @@ func TestStartWaitConfiguresInOrder(t *testing.T) {
 		if got := callPaths(calls); !reflect.DeepEqual(got, want) {
 			t.Fatalf("calls:\n got %q\nwant %q", got, want)
 		}
+		if !strings.Contains(calls[0].Body, `"log_path":"`+LogFIFOPath(spec)+`"`) || !strings.Contains(calls[1].Body, `"metrics_path":"`+MetricsFIFOPath(spec)+`"`) {
+			t.Errorf("logger %s metrics %s: want the FIFOs", calls[0].Body, calls[1].Body)
+		}
+		calls = calls[2:]
 		for _, part := range []string{`"vcpu_count":2`, `"mem_size_mib":256`} {
 			if !strings.Contains(calls[0].Body, part) {
 				t.Errorf("machine-config %s: no %s", calls[0].Body, part)
@@ -261,7 +273,7 @@ func TestStartAPIErrorKillsProcess(t *testing.T) {
 			t.Errorf("processes %v outlived the failed start", pids)
 		}
 		got := callPaths(apiCalls(t, spec.ConsoleLog))
-		want := []string{"PUT /machine-config", "PUT /boot-source", "PUT /drives/fgroot", "PUT /drives/fgscratch"}
+		want := []string{"PUT /logger", "PUT /metrics", "PUT /machine-config", "PUT /boot-source", "PUT /drives/fgroot", "PUT /drives/fgscratch"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("calls %q, want %q", got, want)
 		}
@@ -301,12 +313,24 @@ func TestStartProcessExitsEarly(t *testing.T) {
 // gives of being up.
 func waitConsole(t *testing.T, spec vmm.Spec, s string) {
 	t.Helper()
+	waitFile(t, spec.ConsoleLog, s)
+}
+
+// waitLog waits (bounded) for Firecracker's drained log to contain s.
+func waitLog(t *testing.T, spec vmm.Spec, s string) {
+	t.Helper()
+	waitFile(t, LogPath(spec), s)
+}
+
+// waitFile polls: a file written by another process gives no other signal.
+func waitFile(t *testing.T, path, s string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if console, _ := os.ReadFile(spec.ConsoleLog); strings.Contains(string(console), s) {
+		if b, _ := os.ReadFile(path); strings.Contains(string(b), s) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the console never showed %q", s)
+			t.Fatalf("%s never showed %q", filepath.Base(path), s)
 		}
 	}
 }
@@ -397,17 +421,17 @@ func TestCustomSteps(t *testing.T) {
 
 func TestStepsEditing(t *testing.T) {
 	def := DefaultSteps()
-	want := []string{StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepEntropy, StepInstanceStart}
+	want := []string{StepLogger, StepMetrics, StepMachineConfig, StepBootSource, StepDrives, StepNetworkInterfaces, StepVsock, StepEntropy, StepInstanceStart}
 	if !reflect.DeepEqual(def.Names(), want) {
 		t.Fatalf("default %q", def.Names())
 	}
 	nop := func(context.Context, operations.ClientIface, *Config) error { return nil }
 	s := def.Remove(StepEntropy).InsertAfter(StepBootSource, Step{"entropy", nop}).
-		InsertBefore(StepMachineConfig, Step{"logger", nop}).
+		InsertBefore(StepMachineConfig, Step{"describe", nop}).
 		InsertAfter("missing", Step{"last", nop}).
-		Remove(StepNetworkInterfaces).
+		Remove(StepNetworkInterfaces).Remove(StepLogger).
 		Replace(Step{StepVsock, nop})
-	wantEdited := []string{"logger", StepMachineConfig, StepBootSource, "entropy", StepDrives, StepVsock, StepInstanceStart, "last"}
+	wantEdited := []string{StepMetrics, "describe", StepMachineConfig, StepBootSource, "entropy", StepDrives, StepVsock, StepInstanceStart, "last"}
 	if !reflect.DeepEqual(s.Names(), wantEdited) {
 		t.Errorf("edited %q, want %q", s.Names(), wantEdited)
 	}

@@ -105,8 +105,11 @@ type launch struct {
 	view vmm.Spec
 	// Host paths of Firecracker's API socket, its vsock socket and our control listener.
 	apiSock, vsock, control string
-	// ownControl gives the control listener to the jail's owner (nil: unjailed).
-	ownControl func() error
+	// Host paths of the logger's and the metrics' FIFOs.
+	logFIFO, metricsFIFO string
+	// own gives a file the host made for Firecracker (control listener, FIFOs) to the
+	// jail's owner (nil: unjailed).
+	own func(hostPath string) error
 	// cleanup undoes the preparation once Firecracker has exited (or failed to start).
 	cleanup func()
 }
@@ -115,6 +118,7 @@ func (b *Backend) unjailed(spec vmm.Spec) *launch {
 	return &launch{
 		path: b.Binary, args: []string{"--api-sock", APISocketPath(spec)}, view: spec,
 		apiSock: APISocketPath(spec), vsock: VsockPath(spec), control: ControlPath(spec),
+		logFIFO: LogFIFOPath(spec), metricsFIFO: MetricsFIFOPath(spec),
 		cleanup: func() {},
 	}
 }
@@ -236,13 +240,20 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 			Cgroup: cgArgs, NoFile: jr.NoFile, NetNS: netnsPath,
 			Firecracker: []string{"--api-sock", jailAPISocket},
 		}),
-		newPIDNS:   true,
-		view:       view,
-		apiSock:    j.HostPath(jailAPISocket),
-		vsock:      j.HostPath(jailVsock),
-		control:    fmt.Sprintf("%s_%d", j.HostPath(jailVsock), ControlVsockPort),
-		ownControl: func() error { return j.Own(fmt.Sprintf("%s_%d", jailVsock, ControlVsockPort)) },
-		cleanup:    cleanup,
+		newPIDNS:    true,
+		view:        view,
+		apiSock:     j.HostPath(jailAPISocket),
+		vsock:       j.HostPath(jailVsock),
+		control:     fmt.Sprintf("%s_%d", j.HostPath(jailVsock), ControlVsockPort),
+		logFIFO:     j.HostPath(LogFIFOPath(view)),
+		metricsFIFO: j.HostPath(MetricsFIFOPath(view)),
+		own: func(hostPath string) error {
+			if err := os.Lchown(hostPath, owner.UID, owner.GID); err != nil {
+				return fmt.Errorf("firecracker: %w", err)
+			}
+			return nil
+		},
+		cleanup: cleanup,
 	}, nil
 }
 

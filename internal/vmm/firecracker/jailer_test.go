@@ -195,13 +195,24 @@ func TestJailedLayout(t *testing.T) {
 		if !strings.Contains(string(console), fmt.Sprintf("uid %d gid %d, 0 environment variables, open fds [0 1 2]", owner.UID, owner.GID)) {
 			t.Errorf("Firecracker must get no environment and only stdio:\n%s", console)
 		}
+		for _, name := range []string{LogFIFOName, MetricsFIFOName} {
+			fi, err := os.Stat(filepath.Join(root, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); fi.Mode()&os.ModeNamedPipe == 0 || int(st.Uid) != owner.UID || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v uid %d, want a FIFO of uid %d, 0600", name, fi.Mode(), st.Uid, owner.UID)
+			}
+		}
+		// The requests after PUT /logger are in Firecracker's log, drained as it goes.
+		waitLog(t, spec, "Successfully started microvm")
 		for _, c := range apiCalls(t, spec.ConsoleLog) {
 			if strings.Contains(c.Body, jr.Base) || strings.Contains(c.Body, spec.Dir) {
 				t.Errorf("%s %s carries a host path: %s", c.Method, c.Path, c.Body)
 			}
 		}
 		calls := apiCalls(t, spec.ConsoleLog)
-		for _, want := range []string{`"kernel_image_path":"/vmlinux"`, `"path_on_host":"/rootfs"`, `"path_on_host":"/disk1"`, `"uds_path":"/v.sock"`} {
+		for _, want := range []string{`"log_path":"/logs.fifo"`, `"metrics_path":"/metrics.fifo"`, `"kernel_image_path":"/vmlinux"`, `"path_on_host":"/rootfs"`, `"path_on_host":"/disk1"`, `"uds_path":"/v.sock"`} {
 			found := false
 			for _, c := range calls {
 				found = found || strings.Contains(c.Body, want)

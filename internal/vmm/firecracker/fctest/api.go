@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -60,8 +61,8 @@ type Server struct {
 	drives  []*drive
 	nics    []*nic
 	vsock   *vsockDev
-	logger  *os.File
-	metrics *os.File
+	logger  *logTarget
+	metrics *logTarget
 	entropy bool
 	// setup: a boot-specific resource was configured (snapshot load must come first).
 	setup bool
@@ -531,13 +532,27 @@ func (s *Server) serveHostConnects(ln net.Listener) {
 	}
 }
 
-// openLogTarget opens a log or metrics path the way the release does.
-func (s *Server) openLogTarget(path string) (*os.File, error) {
-	flags := os.O_RDWR | syscall.O_NONBLOCK
+// logTarget is a log or metrics file or FIFO as Firecracker writes it: non-blocking, a
+// line that does not fit is dropped (an os.File would wait in the runtime's poller).
+type logTarget struct{ fd int }
+
+func (t *logTarget) Write(p []byte) (int, error) {
+	unix.Write(t.fd, p)
+	return len(p), nil
+}
+
+// openLogTarget opens a log or metrics path the way the release does: 1.6 opens an
+// existing file or FIFO O_RDWR|O_NONBLOCK, 1.16 also creates a missing one.
+func (s *Server) openLogTarget(path string) (*logTarget, error) {
+	flags := unix.O_RDWR | unix.O_NONBLOCK | unix.O_CLOEXEC
 	if s.Profile.CreatesLogFiles() {
-		flags |= os.O_CREATE | os.O_APPEND
+		flags |= unix.O_CREAT | unix.O_APPEND
 	}
-	return os.OpenFile(path, flags, 0o600)
+	fd, err := unix.Open(path, flags, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return &logTarget{fd: fd}, nil
 }
 
 func (s *Server) putLogger(_ Operation, body []byte) (any, error) {
@@ -614,9 +629,32 @@ func (s *Server) action(_ Operation, body []byte) (any, error) {
 		if s.metrics == nil {
 			return nil, faultf("The metrics system is not initialized.")
 		}
-		fmt.Fprintf(s.metrics, "{\"utc_timestamp_ms\":0,\"fctest\":{\"state\":%q}}\n", s.state)
+		s.writeMetrics()
 	}
 	return nil, nil
+}
+
+// WriteMetrics writes one metrics line, as Firecracker does on FlushMetrics, every minute
+// and when it stops (Vmm's drop, the signal handlers' exit_with_code); nothing before
+// PUT /metrics. Periodic writes are not modelled: no test runs for a minute.
+func (s *Server) WriteMetrics() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writeMetrics()
+}
+
+func (s *Server) writeMetrics() {
+	if s.metrics == nil {
+		return
+	}
+	// One JSON object a line, as METRICS.write() serializes it (O_NONBLOCK: a full FIFO
+	// drops the line, never blocks).
+	b, _ := json.Marshal(map[string]any{
+		"utc_timestamp_ms": time.Now().UnixMilli(),
+		"api_server":       map[string]int{"process_startup_time_us": 0},
+		"fctest":           map[string]string{"state": s.state, "version": s.Profile.Version},
+	})
+	s.metrics.Write(append(b, '\n'))
 }
 
 func (s *Server) patchVM(_ Operation, body []byte) (any, error) {

@@ -11,7 +11,8 @@ import (
 )
 
 // Release is one modelled release's doubles: Firecracker and Jailer are static binaries
-// (they run in an empty chroot), two names of one file.
+// (they run in an empty chroot), two builds of one program whose role is fixed at link
+// time: either keeps its role under any name, as in a content-addressed cache.
 type Release struct {
 	Version     string
 	Dir         string
@@ -51,16 +52,13 @@ func Build(version string) (Release, error) {
 	}
 	r := Release{Version: version, Dir: dir, Firecracker: filepath.Join(dir, "firecracker"), Jailer: filepath.Join(dir, "jailer")}
 	_, src, _, _ := runtime.Caller(0)
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-ldflags", "-X main.version="+version, "-o", r.Firecracker, "./cmd/fcdouble")
-	cmd.Dir = filepath.Dir(src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Release{}, fmt.Errorf("fctest: build the v%s doubles: %v\n%s", version, err, out)
-	}
-	// The jailer copies the exec file it is given; it is not given itself, so a second link
-	// of the same file is fine.
-	if err := os.Link(r.Firecracker, r.Jailer); err != nil {
-		return Release{}, err
+	for role, out := range map[string]string{"firecracker": r.Firecracker, "jailer": r.Jailer} {
+		cmd := exec.Command(goTool(), "build", "-trimpath", "-ldflags", "-X main.version="+version+" -X main.role="+role, "-o", out, "./cmd/fcdouble")
+		cmd.Dir = filepath.Dir(src)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return Release{}, fmt.Errorf("fctest: build the v%s %s double: %v\n%s", version, role, err, out)
+		}
 	}
 	builds[version] = r
 	return r, nil

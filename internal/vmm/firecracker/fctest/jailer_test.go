@@ -67,6 +67,16 @@ func TestJailerDouble(t *testing.T) {
 			if code, out := execJailer(t, rel.Jailer, "--version"); code != 0 || out != "Jailer v"+v+"\n\n" {
 				t.Errorf("--version: %d %q", code, out)
 			}
+			// Roles do not come from names: a cache stores both binaries by digest.
+			for bin, want := range map[string]string{rel.Jailer: "Jailer v", rel.Firecracker: "Firecracker v"} {
+				blob := filepath.Join(t.TempDir(), "jailer-0a1b2c3d")
+				if err := os.Link(bin, blob); err != nil {
+					t.Fatal(err)
+				}
+				if code, out := execJailer(t, blob, "--version"); code != 0 || !strings.HasPrefix(out, want+v) {
+					t.Errorf("%s as %s: %d %q, want %s%s", filepath.Base(bin), filepath.Base(blob), code, out, want, v)
+				}
+			}
 
 			// The exec file's name: 1.6 wants "firecracker" in it, 1.16 does not care but
 			// names the chroot after it.

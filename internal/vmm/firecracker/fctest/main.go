@@ -99,6 +99,7 @@ func Main(version string) int {
 	<-srv.Started
 	code := runGuest(srv)
 	srv.Logf("main", "Vmm is stopping.")
+	srv.WriteMetrics()
 	return code
 }
 

@@ -1,21 +1,24 @@
 // Command fcdouble is the Firecracker test double of one release (fctest.Build sets
-// version): the fake firecracker, or the test jailer when run under a name starting with
-// "jailer".
+// version): the fake firecracker, or the test jailer when built with role "jailer". The
+// role is fixed at link time, not read from the binary's name, so that a release's doubles
+// can be stored under any name (firegopher's cache stores them by digest), as the real
+// binaries can.
 package main
 
 import (
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
-// version is set at build time with -ldflags -X main.version=1.16.1.
-var version = "0.0.0"
+// version and role are set at build time: -ldflags "-X main.version=1.16.1 -X main.role=jailer".
+var (
+	version = "0.0.0"
+	role    = "firecracker"
+)
 
 func main() {
-	if strings.HasPrefix(filepath.Base(os.Args[0]), "jailer") {
+	if role == "jailer" {
 		os.Exit(fctest.JailerMain(version))
 	}
 	os.Exit(fctest.Main(version))
