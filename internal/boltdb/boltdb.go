@@ -6,6 +6,7 @@ package boltdb
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -67,4 +68,48 @@ func (d *DB) with(fn func(*bolt.DB) error) error {
 		err = fmt.Errorf("%s %s: close: %w", d.What, d.Path, cerr)
 	}
 	return err
+}
+
+// Get reads key's JSON value from bucket in tx: found is false when the bucket or the key
+// is missing. what names the record kind in errors ("jail", "allocation").
+func Get[T any](tx *bolt.Tx, bucket []byte, key []byte, what string) (v T, found bool, err error) {
+	b := tx.Bucket(bucket)
+	if b == nil {
+		return v, false, nil
+	}
+	raw := b.Get(key)
+	if raw == nil {
+		return v, false, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, true, fmt.Errorf("%s %q: corrupt record: %w", what, key, err)
+	}
+	return v, true, nil
+}
+
+// List reads every JSON value of bucket in tx, in key order (none if the bucket is missing).
+func List[T any](tx *bolt.Tx, bucket []byte, what string) ([]T, error) {
+	b := tx.Bucket(bucket)
+	if b == nil {
+		return nil, nil
+	}
+	var out []T
+	err := b.ForEach(func(k, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("%s %q: corrupt record: %w", what, k, err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// Put writes v as key's JSON value in bucket (which must exist: Update creates DB.Buckets).
+func Put(tx *bolt.Tx, bucket []byte, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put(key, raw)
 }

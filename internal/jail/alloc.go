@@ -1,7 +1,6 @@
 package jail
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -94,12 +93,10 @@ func (a *Allocator) Allocate(id string) (Owner, error) {
 	}
 	var out Owner
 	err := a.update(func(tx *bolt.Tx) error {
-		jails, uids := tx.Bucket(bucketJails), tx.Bucket(bucketUIDs)
-		if v := jails.Get([]byte(id)); v != nil {
-			var cur Allocation
-			if err := json.Unmarshal(v, &cur); err != nil {
-				return fmt.Errorf("jail %q: corrupt allocation: %w", id, err)
-			}
+		uids := tx.Bucket(bucketUIDs)
+		if cur, ok, err := boltdb.Get[Allocation](tx, bucketJails, []byte(id), "jail"); err != nil {
+			return err
+		} else if ok {
 			if !a.r.contains(cur.Owner.UID) {
 				return fmt.Errorf("jail %q holds uid %d, outside the range %d+%d", id, cur.Owner.UID, a.r.First, a.r.Count)
 			}
@@ -118,11 +115,7 @@ func (a *Allocator) Allocate(id string) (Owner, error) {
 			if err := uids.SetSequence(uint64(n + 1)); err != nil {
 				return err
 			}
-			rec, err := json.Marshal(Allocation{ID: id, Owner: out, Created: time.Now().UTC()})
-			if err != nil {
-				return err
-			}
-			if err := jails.Put([]byte(id), rec); err != nil {
+			if err := boltdb.Put(tx, bucketJails, []byte(id), Allocation{ID: id, Owner: out, Created: time.Now().UTC()}); err != nil {
 				return err
 			}
 			return uids.Put([]byte(strconv.Itoa(uid)), []byte(id))
@@ -135,14 +128,10 @@ func (a *Allocator) Allocate(id string) (Owner, error) {
 // Release frees id's owner; releasing what is not allocated is not an error.
 func (a *Allocator) Release(id string) error {
 	return a.update(func(tx *bolt.Tx) error {
-		jails, uids := tx.Bucket(bucketJails), tx.Bucket(bucketUIDs)
-		v := jails.Get([]byte(id))
-		if v == nil {
-			return nil
-		}
-		var cur Allocation
-		if err := json.Unmarshal(v, &cur); err != nil {
-			return fmt.Errorf("jail %q: corrupt allocation: %w", id, err)
+		uids := tx.Bucket(bucketUIDs)
+		cur, ok, err := boltdb.Get[Allocation](tx, bucketJails, []byte(id), "jail")
+		if err != nil || !ok {
+			return err
 		}
 		key := []byte(strconv.Itoa(cur.Owner.UID))
 		if string(uids.Get(key)) == id {
@@ -150,45 +139,24 @@ func (a *Allocator) Release(id string) error {
 				return err
 			}
 		}
-		return jails.Delete([]byte(id))
+		return tx.Bucket(bucketJails).Delete([]byte(id))
 	})
 }
 
 // Lookup returns id's allocation, if any.
-func (a *Allocator) Lookup(id string) (Allocation, bool, error) {
-	var out Allocation
-	var ok bool
-	err := a.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJails)
-		if b == nil {
-			return nil
-		}
-		v := b.Get([]byte(id))
-		if v == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(v, &out)
+func (a *Allocator) Lookup(id string) (out Allocation, ok bool, err error) {
+	err = a.view(func(tx *bolt.Tx) error {
+		out, ok, err = boltdb.Get[Allocation](tx, bucketJails, []byte(id), "jail")
+		return err
 	})
 	return out, ok, err
 }
 
 // List returns every allocation, ordered by jail id.
-func (a *Allocator) List() ([]Allocation, error) {
-	var out []Allocation
-	err := a.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketJails)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var al Allocation
-			if err := json.Unmarshal(v, &al); err != nil {
-				return fmt.Errorf("jail %q: corrupt allocation: %w", k, err)
-			}
-			out = append(out, al)
-			return nil
-		})
+func (a *Allocator) List() (out []Allocation, err error) {
+	err = a.view(func(tx *bolt.Tx) error {
+		out, err = boltdb.List[Allocation](tx, bucketJails, "jail")
+		return err
 	})
 	return out, err
 }

@@ -1,7 +1,6 @@
 package network
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -72,12 +71,10 @@ func (a *Allocator) Allocate(runID, machine string, inUse func(netip.Prefix) boo
 	key := ownerKey(runID, machine)
 	var out Slot
 	err := a.update(func(tx *bolt.Tx) error {
-		allocs, subnets, taps := tx.Bucket(bucketAllocs), tx.Bucket(bucketSubnets), tx.Bucket(bucketTAPs)
-		if v := allocs.Get(key); v != nil {
-			var cur Allocation
-			if err := json.Unmarshal(v, &cur); err != nil {
-				return fmt.Errorf("allocation of run %q machine %q: corrupt record: %w", runID, machine, err)
-			}
+		subnets, taps := tx.Bucket(bucketSubnets), tx.Bucket(bucketTAPs)
+		if cur, ok, err := boltdb.Get[Allocation](tx, bucketAllocs, key, "allocation"); err != nil {
+			return err
+		} else if ok {
 			if !a.pool.Contains(cur.Slot.Subnet.Addr()) {
 				return fmt.Errorf("run %q machine %q already holds %s, outside pool %s", runID, machine, cur.Slot.Subnet, a.pool)
 			}
@@ -107,11 +104,8 @@ func (a *Allocator) Allocate(runID, machine string, inUse func(netip.Prefix) boo
 		for i := 1; taps.Get([]byte(out.TAP)) != nil; i++ {
 			out.TAP = "tap" + seedHash(runID, machine+"-"+strconv.Itoa(i))[:12]
 		}
-		rec, err := json.Marshal(Allocation{RunID: runID, Machine: machine, Pool: a.pool, Slot: out, Created: time.Now().UTC()})
-		if err != nil {
-			return err
-		}
-		if err := allocs.Put(key, rec); err != nil {
+		rec := Allocation{RunID: runID, Machine: machine, Pool: a.pool, Slot: out, Created: time.Now().UTC()}
+		if err := boltdb.Put(tx, bucketAllocs, key, rec); err != nil {
 			return err
 		}
 		if err := subnets.Put([]byte(out.Subnet.String()), key); err != nil {
@@ -133,14 +127,9 @@ func (a *Allocator) Release(runID, machine string) error {
 	}
 	key := ownerKey(runID, machine)
 	return a.update(func(tx *bolt.Tx) error {
-		allocs := tx.Bucket(bucketAllocs)
-		v := allocs.Get(key)
-		if v == nil {
-			return nil
-		}
-		var cur Allocation
-		if err := json.Unmarshal(v, &cur); err != nil {
-			return fmt.Errorf("allocation of run %q machine %q: corrupt record: %w", runID, machine, err)
+		cur, ok, err := boltdb.Get[Allocation](tx, bucketAllocs, key, "allocation")
+		if err != nil || !ok {
+			return err
 		}
 		// Only drop index entries that still point at this owner.
 		if k := tx.Bucket(bucketSubnets).Get([]byte(cur.Slot.Subnet.String())); string(k) == string(key) {
@@ -153,45 +142,24 @@ func (a *Allocator) Release(runID, machine string) error {
 				return err
 			}
 		}
-		return allocs.Delete(key)
+		return tx.Bucket(bucketAllocs).Delete(key)
 	})
 }
 
 // Lookup returns the allocation of (runID, machine), if any.
-func (a *Allocator) Lookup(runID, machine string) (Allocation, bool, error) {
-	var out Allocation
-	var ok bool
-	err := a.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAllocs)
-		if b == nil {
-			return nil
-		}
-		v := b.Get(ownerKey(runID, machine))
-		if v == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(v, &out)
+func (a *Allocator) Lookup(runID, machine string) (out Allocation, ok bool, err error) {
+	err = a.view(func(tx *bolt.Tx) error {
+		out, ok, err = boltdb.Get[Allocation](tx, bucketAllocs, ownerKey(runID, machine), "allocation")
+		return err
 	})
 	return out, ok, err
 }
 
 // List returns every allocation in the database (of any pool), ordered by run then machine.
-func (a *Allocator) List() ([]Allocation, error) {
-	var out []Allocation
-	err := a.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAllocs)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var al Allocation
-			if err := json.Unmarshal(v, &al); err != nil {
-				return fmt.Errorf("allocation %q: corrupt record: %w", strings.ReplaceAll(string(k), "\x00", "/"), err)
-			}
-			out = append(out, al)
-			return nil
-		})
+func (a *Allocator) List() (out []Allocation, err error) {
+	err = a.view(func(tx *bolt.Tx) error {
+		out, err = boltdb.List[Allocation](tx, bucketAllocs, "allocation")
+		return err
 	})
 	return out, err
 }
