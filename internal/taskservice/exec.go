@@ -42,7 +42,7 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		terminal: r.Terminal, status: task.Status_CREATED, pid: c.pid, done: make(chan struct{})}}
 	c.execs[r.ExecID] = e
 	s.mu.Unlock()
-	if e.io, err = openIO(ctx, r.Stdin, r.Stdout, r.Stderr, r.Terminal); err != nil {
+	if e.io, err = openIO(r.Stdin, r.Stdout, r.Stderr, r.Terminal); err != nil {
 		s.mu.Lock()
 		delete(c.execs, r.ExecID)
 		s.mu.Unlock()

@@ -22,8 +22,10 @@ type processIO struct {
 	closeOnce      sync.Once
 }
 
-// openIO opens the FIFOs containerd named (ctr has opened their other ends already).
-func openIO(ctx context.Context, stdin, stdout, stderr string, terminal bool) (*processIO, error) {
+// openIO opens the FIFOs containerd named. The client may open its ends only after the
+// request returns (ctr exec does), so the opens must outlive the request's context.
+func openIO(stdin, stdout, stderr string, terminal bool) (*processIO, error) {
+	ctx := context.Background()
 	p := &processIO{resize: make(chan agent.Resize, 1)}
 	var err error
 	if stdout != "" {
@@ -38,7 +40,7 @@ func openIO(ctx context.Context, stdin, stdout, stderr string, terminal bool) (*
 		}
 	}
 	if stdin != "" {
-		if p.stdinFIFO, err = fifo.OpenFifo(context.Background(), stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
+		if p.stdinFIFO, err = fifo.OpenFifo(ctx, stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0); err != nil {
 			p.close()
 			return nil, err
 		}

@@ -192,7 +192,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
-	if c.io, err = openIO(ctx, r.Stdin, r.Stdout, r.Stderr, r.Terminal); err != nil {
+	if c.io, err = openIO(r.Stdin, r.Stdout, r.Stderr, r.Terminal); err != nil {
 		return nil, fmt.Errorf("stdio: %w", err)
 	}
 	s.mu.Lock()

@@ -170,7 +170,7 @@ func TestStdinFIFOAndCloseIO(t *testing.T) {
 	defer inW.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pio, err := openIO(ctx, in, out, "", false)
+	pio, err := openIO(in, out, "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

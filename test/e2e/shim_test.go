@@ -1,0 +1,441 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+const (
+	shimRuntime = "io.containerd.firegopher.v1"
+	shimImage   = "docker.io/firegopher/busybox:e2e"
+	// shimUserImage is the same layer with "user" as the image's user (ctr run has no --user).
+	shimUserImage = "docker.io/firegopher/busybox-user:e2e"
+)
+
+// containerd is a private containerd the test started: its sockets, root and state live in
+// a short temp dir, nothing else of the host is used.
+type containerd struct {
+	t        *testing.T
+	dir      string
+	address  string
+	fgState  string // the shim's FIREGOPHER_STATE_DIR
+	cmd      *exec.Cmd
+	exited   chan error
+	logBytes *bytes.Buffer
+}
+
+// startContainerd writes a config.toml that keeps everything in dir, starts Debian's
+// containerd with the shim on its PATH, and stops it (and every shim) when the test ends.
+func startContainerd(t *testing.T) *containerd {
+	t.Helper()
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Fatal("containerd not found: run scripts/host-packages.sh (Debian package containerd)")
+	}
+	// Short: unix socket paths have a 108-byte limit, shims' included.
+	dir, err := os.MkdirTemp("/tmp", "fgc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &containerd{t: t, dir: dir, address: filepath.Join(dir, "c.sock"), fgState: filepath.Join(dir, "fg"), exited: make(chan error, 1), logBytes: &bytes.Buffer{}}
+	// The shim's own state dir (its VMs, its rootfs cache) shares the kernel cache the
+	// suite prepared.
+	if err := os.MkdirAll(c.fgState, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(stateDir, "cache"), filepath.Join(c.fgState, "cache")); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = %[3]q
+
+[ttrpc]
+  address = %[4]q
+
+[debug]
+  level = "info"
+
+[metrics]
+  address = ""
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc")
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(bin, "--config", cfgPath)
+	c.cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "FIREGOPHER_STATE_DIR="+c.fgState)
+	c.cmd.Stdout, c.cmd.Stderr = c.logBytes, c.logBytes
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.exited <- c.cmd.Wait() }()
+	t.Cleanup(c.stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r := c.ctrQuiet("version"); r.code == 0 {
+			break
+		}
+		select {
+		case err := <-c.exited:
+			t.Fatalf("containerd exited: %v\n%s", err, c.logBytes)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not answer:\n%s", c.logBytes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c
+}
+
+// stop removes every container left, then stops containerd by its pid and removes dir.
+func (c *containerd) stop() {
+	if r := c.ctrQuiet("containers", "list", "-q"); r.code == 0 {
+		for _, id := range strings.Fields(string(r.stdout)) {
+			c.ctrQuiet("task", "kill", "-s", "KILL", id)
+			c.ctrQuiet("task", "delete", "-f", id)
+			c.ctrQuiet("containers", "delete", id)
+		}
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	// Shims live on after containerd by design; ours must not.
+	for _, pid := range shimPids(c.dir) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	exec.Command("umount", "-R", filepath.Join(c.dir, "state")).Run()
+	if c.t.Failed() {
+		c.t.Logf("containerd's log:\n%s", truncateTail(c.logBytes.String(), 6000))
+	}
+	os.RemoveAll(c.dir)
+}
+
+func truncateTail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// shimPids are the shim processes serving the containerd whose socket is under dir.
+func shimPids(dir string) []int {
+	out, _ := exec.Command("pgrep", "-f", "containerd-shim-firegopher-v1 .*-address "+dir).Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ctr runs ctr against this containerd, bounded, with stdin (may be nil).
+func (c *containerd) ctrIn(stdin io.Reader, args ...string) result {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.address}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errOut
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		c.t.Fatalf("ctr %q did not finish in time; stderr:\n%s", args, errOut.String())
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		c.t.Fatalf("ctr %q: %v", args, err)
+	}
+	return result{out.Bytes(), errOut.Bytes(), code}
+}
+
+func (c *containerd) ctr(args ...string) result { c.t.Helper(); return c.ctrIn(nil, args...) }
+
+// ctrQuiet is ctr for setup and cleanup: its failures are the caller's to judge.
+func (c *containerd) ctrQuiet(args ...string) result {
+	cmd := exec.Command("ctr", append([]string{"--address", c.address}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	return result{stdout: out.Bytes(), code: code}
+}
+
+// run is `ctr run --rm --runtime firegopher IMAGE ID ARGS...` with extra flags before it.
+func (c *containerd) run(stdin io.Reader, flags []string, id string, args ...string) result {
+	c.t.Helper()
+	argv := append([]string{"run", "--rm", "--runtime", shimRuntime}, flags...)
+	return c.ctrIn(stdin, append(append(argv, shimImage, id), args...)...)
+}
+
+// waitStopped polls ctr task list until id's task is STOPPED (ctr has no wait), bounded.
+func (c *containerd) waitStopped(id string) {
+	c.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r := c.ctrQuiet("task", "list")
+		for _, line := range strings.Split(string(r.stdout), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == id && f[2] == "STOPPED" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("task %s did not stop:\n%s", id, r.stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// vmDirs lists the shim's VM directories.
+func (c *containerd) vmDirs() []string {
+	entries, _ := os.ReadDir(filepath.Join(c.fgState, "vms"))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// busyboxImage writes a docker-archive tar (ctr image import reads it) of a one-layer image:
+// Debian's static busybox, its applets as links, and a passwd/group with a user.
+func busyboxImage(t *testing.T, path string) {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatal("/bin/busybox: install the Debian package busybox-static")
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := func(name string, mode int64) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode})
+	}
+	file := func(name string, mode int64, data []byte, uid int) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data)), Uid: uid, Gid: uid})
+		tw.Write(data)
+	}
+	for _, d := range []string{"bin/", "etc/", "proc/", "sys/", "dev/", "root/", "run/", "srv/", "srv/data/"} {
+		dir(d, 0o755)
+	}
+	dir("tmp/", 0o1777)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/", Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/user/", Mode: 0o755, Uid: 1000, Gid: 1000})
+	file("bin/busybox", 0o755, bb, 0)
+	for _, applet := range []string{"sh", "echo", "cat", "id", "pwd", "env", "sleep", "true", "false", "printf", "ls", "hostname", "tr", "wc", "test", "grep"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox"})
+	}
+	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), 0)
+	file("etc/group", 0o644, []byte("root:x:0:\nuser:x:1000:\nextra:x:2000:user\n"), 0)
+	file("srv/data/hello.txt", 0o644, []byte("hello from the image\n"), 0)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := map[name.Reference]v1.Image{}
+	for ref, user := range map[string]string{shimImage: "", shimUserImage: "user"} {
+		// The config first, then the layer: AppendLayers adds its diff id to the config.
+		base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
+			Architecture: "amd64", OS: "linux",
+			Config: v1.Config{Env: []string{"PATH=/bin", "FROM_IMAGE=yes"}, Cmd: []string{"sh"}, User: user},
+			RootFS: v1.RootFS{Type: "layers"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := mutate.AppendLayers(base, layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		images[r] = img
+	}
+	if err := tarball.MultiRefWriteToFile(path, images); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShim runs containers as firegopher VMs through a real containerd (Debian's 1.6) and
+// its ctr, as a user of containerd would.
+func TestShim(t *testing.T) {
+	c := startContainerd(t)
+	tarPath := filepath.Join(c.dir, "busybox.tar")
+	busyboxImage(t, tarPath)
+	if r := c.ctr("image", "import", tarPath); r.code != 0 {
+		t.Fatalf("ctr image import: %s", r)
+	}
+
+	t.Run("stdout stderr and exit code", func(t *testing.T) {
+		r := c.run(nil, nil, "out", "sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7")
+		if r.code != 7 || string(r.stdout) != "to-stdout\n" || !strings.Contains(string(r.stderr), "to-stderr") {
+			t.Fatalf("want exit 7, stdout and stderr apart:\n%s", r)
+		}
+	})
+
+	t.Run("stdin", func(t *testing.T) {
+		// ctr run always attaches its stdin (1.6 has no -i); at its EOF ctr closes the task's.
+		r := c.run(strings.NewReader("one\ntwo\nthree\n"), nil, "stdin", "sh", "-c", "wc -l; cat /srv/data/hello.txt")
+		if r.code != 0 || strings.Fields(string(r.stdout))[0] != "3" || !strings.HasSuffix(string(r.stdout), "\nhello from the image\n") {
+			t.Fatalf("stdin:\n%s", r)
+		}
+	})
+
+	t.Run("env cwd user", func(t *testing.T) {
+		argv := []string{"run", "--rm", "--runtime", shimRuntime, "--env", "GREETING=hello world", "--cwd", "/srv/data",
+			shimUserImage, "envcwd", "sh", "-c", `echo "$GREETING $FROM_IMAGE"; pwd; id -u; id -g; id -G`}
+		r := c.ctr(argv...)
+		want := "hello world yes\n/srv/data\n1000\n1000\n1000 2000\n"
+		if r.code != 0 || string(r.stdout) != want {
+			t.Fatalf("want %q:\n%s", want, r)
+		}
+	})
+
+	t.Run("VM size from the container's resources", func(t *testing.T) {
+		r := c.run(nil, []string{"--memory-limit", strconv.Itoa(384 << 20), "--cpus", "2"}, "size",
+			"sh", "-c", "grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo")
+		f := strings.Fields(string(r.stdout))
+		if r.code != 0 || len(f) < 3 || f[0] != "2" {
+			t.Fatalf("want 2 CPUs and about 384 MiB:\n%s", r)
+		}
+		if kb, _ := strconv.Atoi(f[2]); kb < 250<<10 || kb > 384<<10 {
+			t.Fatalf("MemTotal %d kB, want a little under 384 MiB:\n%s", kb, r)
+		}
+	})
+
+	t.Run("detached run, exec, kill TERM", func(t *testing.T) {
+		r := c.ctr("run", "-d", "--runtime", shimRuntime, shimImage, "bg", "sh", "-c", "echo up > /tmp/up; exec sleep 600")
+		if r.code != 0 {
+			t.Fatalf("run -d:\n%s", r)
+		}
+		defer c.ctrQuiet("containers", "delete", "bg")
+		if dirs := c.vmDirs(); len(dirs) != 1 {
+			t.Fatalf("VM directories: %v, want one", dirs)
+		}
+		// exec: its own stdout and exit code, the workload's files.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			r = c.ctr("task", "exec", "--exec-id", "e1", "bg", "sh", "-c", "cat /tmp/up && exit 5")
+			if r.code == 5 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if r.code != 5 || string(r.stdout) != "up\n" {
+			t.Fatalf("exec: want stdout up and exit 5:\n%s", r)
+		}
+		// exec's stdin is its own, closed at the client's EOF.
+		if r := c.ctrIn(strings.NewReader("abc"), "task", "exec", "--exec-id", "e2", "bg", "sh", "-c", "cat; exit 3"); r.code != 3 || string(r.stdout) != "abc" {
+			t.Fatalf("exec with stdin: want abc and exit 3:\n%s", r)
+		}
+		if r := c.ctr("task", "kill", "-s", "TERM", "bg"); r.code != 0 {
+			t.Fatalf("kill: %s", r)
+		}
+		c.waitStopped("bg")
+		// sleep dies of SIGTERM: 128+15.
+		// ctr task delete says the code (and exits 0).
+		if r := c.ctr("task", "delete", "bg"); r.code != 0 || !strings.Contains(string(r.stderr), "exit code 143") {
+			t.Fatalf("task delete after TERM: want exit status 143:\n%s", r)
+		}
+		if dirs := c.vmDirs(); len(dirs) != 0 {
+			t.Fatalf("VM directories left after the task ended: %v", dirs)
+		}
+	})
+
+	t.Run("shim killed, containerd cleans up", func(t *testing.T) {
+		if r := c.ctr("run", "-d", "--runtime", shimRuntime, shimImage, "crash", "sleep", "600"); r.code != 0 {
+			t.Fatalf("run -d:\n%s", r)
+		}
+		defer c.ctrQuiet("containers", "delete", "crash")
+		dirs := c.vmDirs()
+		if len(dirs) != 1 {
+			t.Fatalf("VM directories: %v, want one", dirs)
+		}
+		vm := dirs[0]
+		if len(qemuProcessesOf(t, vm)) == 0 {
+			t.Fatalf("no VMM runs for VM %s", vm)
+		}
+		pids := shimPids(c.dir)
+		if len(pids) != 1 {
+			t.Fatalf("shim processes: %v, want one", pids)
+		}
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pids[0])
+		// containerd sees its shim go, runs `shim delete` (gc), and records the task's end.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			r := c.ctrQuiet("task", "list")
+			gone := !strings.Contains(string(r.stdout), "crash")
+			if gone && len(c.vmDirs()) == 0 && len(qemuProcessesOf(t, vm)) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the shim's death: tasks %s; VM dirs %v; VMM %v", r.stdout, c.vmDirs(), qemuProcessesOf(t, vm))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	t.Run("a second container of the image reuses its disk", func(t *testing.T) {
+		entries, err := os.ReadDir(filepath.Join(c.fgState, "shim", "rootfs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var images []string
+		for _, e := range entries {
+			images = append(images, e.Name())
+		}
+		if len(images) != 1 || !strings.HasSuffix(images[0], ".ext4") {
+			t.Fatalf("rootfs cache: %v, want the image's one disk for all its containers", images)
+		}
+	})
+}
