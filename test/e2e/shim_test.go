@@ -351,6 +351,35 @@ func TestShim(t *testing.T) {
 		}
 	})
 
+	t.Run("terminal", func(t *testing.T) {
+		dir := t.TempDir()
+		script := fmt.Sprintf("ctr --address %s run -t --rm --runtime %s --env PS1=guest-prompt: %s tty sh; echo EXIT=$? > %s/exit; sleep 600",
+			c.address, shimRuntime, shimImage, dir)
+		tm := newTmux(t, 100, 30, "sh -c '"+script+"'")
+		tm.waitFor("guest-prompt:", 2*time.Minute)
+		tm.keys("stty size", "Enter")
+		tm.waitFor("30 100", 30*time.Second)
+		if out, err := exec.Command("tmux", "resize-window", "-t", tm.name, "-x", "120", "-y", "40").CombinedOutput(); err != nil {
+			t.Fatalf("resize: %v %s", err, out)
+		}
+		tm.keys("clear; stty size", "Enter")
+		tm.waitFor("40 120", 30*time.Second)
+		tm.keys("exit 3", "Enter")
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if b, _ := os.ReadFile(filepath.Join(dir, "exit")); len(b) > 0 {
+				if strings.TrimSpace(string(b)) != "EXIT=3" {
+					t.Fatalf("ctr run -t: %s", b)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ctr run -t did not end after exit 3:\n%s", tm.screen())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	t.Run("detached run, exec, kill TERM", func(t *testing.T) {
 		r := c.ctr("run", "-d", "--runtime", shimRuntime, shimImage, "bg", "sh", "-c", "echo up > /tmp/up; exec sleep 600")
 		if r.code != 0 {
