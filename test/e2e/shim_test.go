@@ -45,7 +45,8 @@ type containerd struct {
 
 // startContainerd writes a config.toml that keeps everything in dir, starts Debian's
 // containerd with the shim on its PATH, and stops it (and every shim) when the test ends.
-func startContainerd(t *testing.T) *containerd {
+// cri enables the CRI plugin with a runtime handler "firegopher" (sandbox image: ours).
+func startContainerd(t *testing.T, cri bool) *containerd {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
@@ -65,11 +66,15 @@ func startContainerd(t *testing.T) *containerd {
 	if err := os.Symlink(filepath.Join(stateDir, "cache"), filepath.Join(c.fgState, "cache")); err != nil {
 		t.Fatal(err)
 	}
+	disabled := `"io.containerd.grpc.v1.cri",`
+	if cri {
+		disabled = ""
+	}
 	config := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+  %[5]s
   "io.containerd.internal.v1.opt",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
@@ -90,7 +95,25 @@ disabled_plugins = [
 
 [metrics]
   address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc")
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc", disabled)
+	if cri {
+		// Pods on the host network need no CNI; the exec/attach stream server stays on
+		// loopback.
+		config += fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[1]q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %[2]q
+    conf_dir = %[3]q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "firegopher"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.firegopher]
+    runtime_type = %[4]q
+`, shimImage, filepath.Join(dir, "cni-bin"), filepath.Join(dir, "cni-conf"), shimRuntime)
+	}
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -123,11 +146,13 @@ disabled_plugins = [
 
 // stop removes every container left, then stops containerd by its pid and removes dir.
 func (c *containerd) stop() {
-	if r := c.ctrQuiet("containers", "list", "-q"); r.code == 0 {
-		for _, id := range strings.Fields(string(r.stdout)) {
-			c.ctrQuiet("task", "kill", "-s", "KILL", id)
-			c.ctrQuiet("task", "delete", "-f", id)
-			c.ctrQuiet("containers", "delete", id)
+	for _, ns := range []string{"default", "k8s.io"} {
+		if r := c.ctrQuiet("-n", ns, "containers", "list", "-q"); r.code == 0 {
+			for _, id := range strings.Fields(string(r.stdout)) {
+				c.ctrQuiet("-n", ns, "task", "kill", "-s", "KILL", id)
+				c.ctrQuiet("-n", ns, "task", "delete", "-f", id)
+				c.ctrQuiet("-n", ns, "containers", "delete", id)
+			}
 		}
 	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
@@ -307,7 +332,7 @@ func busyboxImage(t *testing.T, path string) {
 // TestShim runs containers as firegopher VMs through a real containerd (Debian's 1.6) and
 // its ctr, as a user of containerd would.
 func TestShim(t *testing.T) {
-	c := startContainerd(t)
+	c := startContainerd(t, false)
 	tarPath := filepath.Join(c.dir, "busybox.tar")
 	busyboxImage(t, tarPath)
 	if r := c.ctr("image", "import", tarPath); r.code != 0 {
