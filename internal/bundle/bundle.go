@@ -88,6 +88,31 @@ func Group(s *specs.Spec) string {
 	return ""
 }
 
+// NetNSPath is the network namespace the container joins, bound at a path (a pod's, made
+// by the CRI); "" when it has none of its own or a new one.
+func NetNSPath(s *specs.Spec) string {
+	if s.Linux == nil {
+		return ""
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
+}
+
+// ResolvConf is the host file the container's /etc/resolv.conf is bind-mounted from ("" if
+// none): the pod's DNS settings.
+func ResolvConf(s *specs.Spec) string {
+	for _, m := range s.Mounts {
+		if m.Destination == "/etc/resolv.conf" && (m.Type == "bind" || m.Type == "") {
+			return m.Source
+		}
+	}
+	return ""
+}
+
 // Result is a mapped machine and what of the spec it could not carry.
 type Result struct {
 	Machine *spec.Machine

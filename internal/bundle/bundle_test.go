@@ -182,3 +182,15 @@ func TestRead(t *testing.T) {
 		t.Fatalf("a broken config.json: %v", err)
 	}
 }
+
+func TestNetNSAndResolvConf(t *testing.T) {
+	s := baseSpec()
+	if NetNSPath(s) != "" || ResolvConf(s) != "" {
+		t.Fatal("a spec without namespaces or mounts names some")
+	}
+	s.Linux = &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"}}}
+	s.Mounts = []specs.Mount{{Destination: "/etc/hosts", Source: "/x/hosts", Type: "bind"}, {Destination: "/etc/resolv.conf", Source: "/x/resolv.conf", Type: "bind"}}
+	if NetNSPath(s) != "/var/run/netns/cni-1" || ResolvConf(s) != "/x/resolv.conf" {
+		t.Fatalf("got %q %q", NetNSPath(s), ResolvConf(s))
+	}
+}

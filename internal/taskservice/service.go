@@ -32,6 +32,7 @@ import (
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets/resolve"
 	"github.com/firegopher/firegopher/internal/bundle"
+	"github.com/firegopher/firegopher/internal/podnet"
 	"github.com/firegopher/firegopher/internal/snapdisk"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
@@ -79,6 +80,8 @@ type Service struct {
 
 	mu    sync.Mutex
 	tasks map[string]*container
+	// nicOwner is the container whose VM has the pod's network (one pod IP: one VM).
+	nicOwner string
 }
 
 // New is the service of a shim process for namespace ns.
@@ -183,12 +186,14 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	log := s.cfg.Log.With("container", r.ID)
 	if !c.sandbox {
 		if err := s.createVM(ctx, log, c, oci, r); err != nil {
+			s.detachPodNetwork(c)
 			return nil, err
 		}
 		defer func() {
 			if retErr != nil {
 				c.created.Discard()
 				c.disk.Release()
+				s.detachPodNetwork(c)
 			}
 		}()
 	}
@@ -228,8 +233,12 @@ func (s *Service) createVM(ctx context.Context, log *slog.Logger, c *container, 
 			rootPath = filepath.Join(r.Bundle, rootPath)
 		}
 	}
+	if err := s.attachPodNetwork(log, c, oci, m); err != nil {
+		return err
+	}
 	disk, err := s.cfg.Rootfs.Build(ctx, mounts, rootPath)
 	if err != nil {
+		s.detachPodNetwork(c)
 		return err
 	}
 	store, err := s.cfg.Host.Store()
@@ -385,6 +394,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if c.disk != nil {
 		c.disk.Release()
 	}
+	s.detachPodNetwork(c)
 	os.Remove(filepath.Join(c.bundle, vmIDFile))
 	os.Remove(filepath.Join(c.bundle, diskIDFile))
 	s.publish(runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{
@@ -615,4 +625,52 @@ func decodeProcess(b []byte) (*specs.Process, error) {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "exec spec: process.args: empty")
 	}
 	return &p, nil
+}
+
+// attachPodNetwork gives m the pod's network when the container is in a pod's network
+// namespace — the one this shim runs in — and no other container of the pod has it yet.
+func (s *Service) attachPodNetwork(log *slog.Logger, c *container, oci *specs.Spec, m *spec.Machine) error {
+	path := bundle.NetNSPath(oci)
+	if path == "" {
+		return nil
+	}
+	in, err := podnet.InNetNS(path)
+	if err != nil || !in {
+		log.Warn("the container's network namespace is not this shim's: the VM gets no network", "netns", path, "error", err)
+		return nil
+	}
+	s.mu.Lock()
+	owner := s.nicOwner
+	if owner == "" {
+		s.nicOwner = c.id
+	}
+	s.mu.Unlock()
+	if owner != "" {
+		log.Warn("the pod's network is the VM of container " + owner + "'s (one VM per container, one pod IP): this VM gets none")
+		return nil
+	}
+	nic, err := podnet.Attach(log, podnet.PodInterface, podnet.TAP, podnet.Nameservers(bundle.ResolvConf(oci)))
+	if err != nil {
+		s.mu.Lock()
+		s.nicOwner = ""
+		s.mu.Unlock()
+		return fmt.Errorf("pod network: %w", err)
+	}
+	m.AttachedNIC = nic
+	return nil
+}
+
+// detachPodNetwork undoes attachPodNetwork for c's VM, if it had the pod's network.
+func (s *Service) detachPodNetwork(c *container) {
+	s.mu.Lock()
+	owns := s.nicOwner == c.id && c.id != ""
+	if owns {
+		s.nicOwner = ""
+	}
+	s.mu.Unlock()
+	if owns {
+		if err := podnet.Detach(s.cfg.Log, podnet.PodInterface, podnet.TAP); err != nil {
+			s.cfg.Log.Warn("pod network", "container", c.id, "error", err)
+		}
+	}
 }

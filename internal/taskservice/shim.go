@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/runtime/v2/shim"
 
 	"github.com/firegopher/firegopher/internal/bundle"
+	"github.com/firegopher/firegopher/internal/podnet"
 )
 
 // StartShim is the `start` action: it starts this binary as the shim server of the
@@ -31,11 +32,12 @@ func (s *Service) StartShim(ctx context.Context, opts shim.StartOpts) (_ string,
 	if err != nil {
 		return "", err
 	}
-	grouping := opts.ID
+	grouping, netns := opts.ID, ""
 	if oci, err := bundle.Read(cwd); err == nil {
 		if g := bundle.Group(oci); g != "" {
 			grouping = g
 		}
+		netns = bundle.NetNSPath(oci)
 	}
 	address, err := shim.SocketAddress(ctx, opts.Address, grouping)
 	if err != nil {
@@ -88,7 +90,14 @@ func (s *Service) StartShim(ctx context.Context, opts shim.StartOpts) (_ string,
 	// Its own process group: containerd's signals to the start action do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{f} // fd 3: the socket it serves
-	if err := cmd.Start(); err != nil {
+	// A pod's shim lives in the pod's network namespace (the first container of a pod is
+	// its sandbox, whose bundle names it): its VMs' TAPs are made there and their VMMs
+	// open them there.
+	start := cmd.Start
+	if netns != "" {
+		start = func() error { return podnet.StartIn(netns, cmd) }
+	}
+	if err := start(); err != nil {
 		return "", err
 	}
 	go cmd.Wait()

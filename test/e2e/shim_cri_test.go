@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,5 +162,106 @@ func waitForLog(t *testing.T, path, want string) string {
 			t.Fatalf("%s never showed %q:\n%s", path, want, b)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestShimCRIPodNetwork runs a pod on a CNI bridge network (Debian's
+// containernetworking-plugins), with containerd inside a network namespace the test makes,
+// so the bridge and every veth stay in there: the container's VM has the pod's IP (its TAP
+// in the pod's namespace, tc-redirected to the CNI veth) and answers HTTP on it from the
+// test's namespace.
+func TestShimCRIPodNetwork(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
+		t.Fatal("/usr/lib/cni/bridge: install the Debian package containernetworking-plugins")
+	}
+	ns := fmt.Sprintf("fg-cri-%d", os.Getpid())
+	ip(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip(t, "-n", ns, "link", "set", "lo", "up")
+	c := startContainerdIn(t, true, ns)
+	tarPath := filepath.Join(c.dir, "busybox.tar")
+	busyboxImage(t, tarPath)
+	if r := c.ctr("-n", "k8s.io", "image", "import", tarPath); r.code != 0 {
+		t.Fatalf("ctr image import: %s", r)
+	}
+	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	podConfig := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "net", Uid: "uid-net-1", Namespace: "e2e"},
+		Hostname:     "net",
+		LogDirectory: filepath.Join(c.dir, "pod-logs"),
+		DnsConfig:    &runtimeapi.DNSConfig{Servers: []string{"10.77.0.53"}},
+	}
+	pod, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig, RuntimeHandler: "firegopher"})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	status, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod.PodSandboxId})
+	if err != nil || status.Status.Network == nil || status.Status.Network.Ip == "" {
+		t.Fatalf("PodSandboxStatus: no pod IP: %v %v", err, status)
+	}
+	podIP := status.Status.Network.Ip
+	cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: pod.PodSandboxId, SandboxConfig: podConfig,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "web"},
+			Image:    &runtimeapi.ImageSpec{Image: shimImage},
+			Command:  []string{"sh", "-c", "grep nameserver /etc/resolv.conf > /srv/data/dns.txt; ip -4 addr show > /srv/data/addr.txt; exec httpd -f -p 80 -h /srv/data"},
+			LogPath:  "web.log",
+		},
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	get := func(path string) (string, bool) {
+		out, err := exec.Command("ip", "netns", "exec", ns, "curl", "-sf", "--max-time", "3", "http://"+podIP+path).Output()
+		return string(out), err == nil
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if body, ok := get("/hello.txt"); ok {
+			if body != "hello from the image\n" {
+				t.Fatalf("GET /hello.txt from the pod IP: %q", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod never answered on %s:80", podIP)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if addr, _ := get("/addr.txt"); !strings.Contains(addr, podIP+"/24") {
+		t.Fatalf("the guest's addresses do not hold the pod IP %s:\n%s", podIP, addr)
+	}
+	if dns, _ := get("/dns.txt"); !strings.Contains(dns, "10.77.0.53") {
+		t.Fatalf("the guest's resolv.conf lacks the pod's DNS server: %q", dns)
+	}
+	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: cr.ContainerId, Timeout: 10}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if _, err := rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatalf("RemoveContainer: %v", err)
+	}
+	if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	if dirs := c.vmDirs(); len(dirs) != 0 {
+		t.Fatalf("VM directories left: %v", dirs)
+	}
+	if out, _ := exec.Command("ip", "-n", ns, "-o", "link", "show", "type", "veth").Output(); strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("pod veths left in the test namespace:\n%s", out)
 	}
 }

@@ -26,6 +26,8 @@ import (
 
 const (
 	shimRuntime = "io.containerd.firegopher.v1"
+	// podSubnet is the CNI bridge's, inside the test's network namespace only.
+	podSubnet = "10.77.0.0/24"
 	shimImage   = "docker.io/firegopher/busybox:e2e"
 	// shimUserImage is the same layer with "user" as the image's user (ctr run has no --user).
 	shimUserImage = "docker.io/firegopher/busybox-user:e2e"
@@ -47,6 +49,12 @@ type containerd struct {
 // containerd with the shim on its PATH, and stops it (and every shim) when the test ends.
 // cri enables the CRI plugin with a runtime handler "firegopher" (sandbox image: ours).
 func startContainerd(t *testing.T, cri bool) *containerd {
+	return startContainerdIn(t, cri, "")
+}
+
+// startContainerdIn is startContainerd inside the network namespace netns ("" is this
+// one's): a CNI bridge it sets up stays in there.
+func startContainerdIn(t *testing.T, cri bool, netns string) *containerd {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
@@ -112,13 +120,29 @@ disabled_plugins = [
     default_runtime_name = "firegopher"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.firegopher]
     runtime_type = %[4]q
-`, shimImage, filepath.Join(dir, "cni-bin"), filepath.Join(dir, "cni-conf"), shimRuntime)
+`, shimImage, "/usr/lib/cni", filepath.Join(dir, "cni-conf"), shimRuntime)
+		if netns != "" {
+			// A bridge inside netns (no masquerade: nothing leaves it), pods on podSubnet.
+			conflist := fmt.Sprintf(`{"cniVersion": "0.4.0", "name": "fg-e2e", "plugins": [
+  {"type": "bridge", "bridge": "fgcni0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}`, podSubnet)
+			if err := os.MkdirAll(filepath.Join(dir, "cni-conf"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "cni-conf", "10-fg-e2e.conflist"), []byte(conflist), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(bin, "--config", cfgPath)
+	if netns != "" {
+		// ip netns exec execs containerd itself: the pid stays containerd's.
+		c.cmd = exec.Command("ip", "netns", "exec", netns, bin, "--config", cfgPath)
+	}
 	c.cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "FIREGOPHER_STATE_DIR="+c.fgState)
 	c.cmd.Stdout, c.cmd.Stderr = c.logBytes, c.logBytes
 	if err := c.cmd.Start(); err != nil {
@@ -289,7 +313,7 @@ func busyboxImage(t *testing.T, path string) {
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/", Mode: 0o755})
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/user/", Mode: 0o755, Uid: 1000, Gid: 1000})
 	file("bin/busybox", 0o755, bb, 0)
-	for _, applet := range []string{"sh", "echo", "cat", "id", "pwd", "env", "sleep", "true", "false", "printf", "ls", "hostname", "tr", "wc", "test", "grep"} {
+	for _, applet := range []string{"sh", "echo", "cat", "id", "pwd", "env", "sleep", "true", "false", "printf", "ls", "hostname", "tr", "wc", "test", "grep", "httpd", "ip"} {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox"})
 	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), 0)
