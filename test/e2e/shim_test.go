@@ -28,7 +28,7 @@ const (
 	shimRuntime = "io.containerd.firegopher.v1"
 	// podSubnet is the CNI bridge's, inside the test's network namespace only.
 	podSubnet = "10.77.0.0/24"
-	shimImage   = "docker.io/firegopher/busybox:e2e"
+	shimImage = "docker.io/firegopher/busybox:e2e"
 	// shimUserImage is the same layer with "user" as the image's user (ctr run has no --user).
 	shimUserImage = "docker.io/firegopher/busybox-user:e2e"
 )
