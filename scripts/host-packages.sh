@@ -19,6 +19,7 @@ packages=(
   ansible           # e2e: their playbooks, run against firegopher up's inventory
   tmux              # e2e: run -it, exec -it and attach in a real terminal
   containerd        # e2e: the runtime shim under a real containerd (1.6 in Debian 12), and ctr
+  containernetworking-plugins  # e2e: a CNI bridge for the shim's pod network test
   dpkg apt ca-certificates make
 )
 missing=()
