@@ -8,6 +8,8 @@ package taskservice
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -220,6 +222,7 @@ func (s *Service) createVM(ctx context.Context, log *slog.Logger, c *container, 
 		log.Warn("not carried into the VM: " + why)
 	}
 	m := res.Machine
+	m.Run = runName(s.ns, r.ID)
 	m.Process.Stdin = r.Stdin != ""
 	m.VMM = s.cfg.VMM
 	var mounts []snapdisk.Mount
@@ -673,4 +676,12 @@ func (s *Service) detachPodNetwork(c *container) {
 			s.cfg.Log.Warn("pod network", "container", c.id, "error", err)
 		}
 	}
+}
+
+// runName is the run a container's VM is recorded in: its own, so that its name (the
+// container's hostname, which every container of a pod — and every host-network pod —
+// shares) never clashes with another VM's.
+func runName(ns, id string) string {
+	h := sha256.Sum256([]byte(ns + "/" + id))
+	return "containerd-" + hex.EncodeToString(h[:6])
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/firegopher/firegopher/internal/agent"
+	"github.com/firegopher/firegopher/internal/spec"
 )
 
 type recorder struct {
@@ -207,5 +208,16 @@ func TestSetSizeKeepsTheLatest(t *testing.T) {
 	p.setSize(agent.Resize{Rows: 40, Cols: 120})
 	if r := <-p.resize; r != (agent.Resize{Rows: 40, Cols: 120}) {
 		t.Fatalf("resize %+v", r)
+	}
+}
+
+func TestRunNameIsPerContainerAndValid(t *testing.T) {
+	a, b := runName("k8s.io", "c1"), runName("k8s.io", "c2")
+	if a == b || runName("default", "c1") == a || runName("k8s.io", "c1") != a {
+		t.Fatalf("run names: %s %s", a, b)
+	}
+	m := &spec.Machine{ID: "0123456789ab", Run: a, Mode: spec.ModeApp, CPUs: 1, Memory: 512 * spec.MiB, Process: spec.Process{Cmd: []string{"true"}}}
+	if err := m.Validate(); err != nil {
+		t.Fatalf("%s: %v", a, err)
 	}
 }

@@ -97,7 +97,11 @@ func TestShimCRI(t *testing.T) {
 		}
 	}
 
-	// A container that runs to its end: exit code and the CRI log file.
+	// A long-running container (kubectl exec, then a stop), and beside it, in the same pod
+	// with the same hostname, one that runs to its end.
+	server := create("server", "sh", "-c", "echo serving; exec sleep 600")
+	waitForLog(t, filepath.Join(logDir, "server.log"), "serving")
+	// The job's exit code and CRI log file.
 	job := create("job", "sh", "-c", "echo hello-cri $FROM_KUBELET; echo to-stderr >&2; exit 3")
 	st := waitExited(job)
 	if st.ExitCode != 3 {
@@ -109,9 +113,6 @@ func TestShimCRI(t *testing.T) {
 		t.Fatalf("job.log:\n%s", logText)
 	}
 
-	// A long-running container: kubectl exec, then a stop (TERM).
-	server := create("server", "sh", "-c", "echo serving; exec sleep 600")
-	waitForLog(t, filepath.Join(logDir, "server.log"), "serving")
 	ex, err := rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: server, Cmd: []string{"sh", "-c", "echo in-exec $FROM_KUBELET; exit 4"}, Timeout: 60})
 	if err != nil {
 		t.Fatalf("ExecSync: %v", err)
