@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -17,11 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/firegopher/firegopher/internal/testutil/busyboximage"
 )
 
 const (
@@ -289,66 +284,10 @@ func (c *containerd) vmDirs() []string {
 	return names
 }
 
-// busyboxImage writes a docker-archive tar (ctr image import reads it) of a one-layer image:
-// Debian's static busybox, its applets as links, and a passwd/group with a user.
+// busyboxImage writes the images the shim tests import (see package busyboximage).
 func busyboxImage(t *testing.T, path string) {
 	t.Helper()
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatal("/bin/busybox: install the Debian package busybox-static")
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	dir := func(name string, mode int64) {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode})
-	}
-	file := func(name string, mode int64, data []byte, uid int) {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data)), Uid: uid, Gid: uid})
-		tw.Write(data)
-	}
-	for _, d := range []string{"bin/", "etc/", "proc/", "sys/", "dev/", "root/", "run/", "srv/", "srv/data/"} {
-		dir(d, 0o755)
-	}
-	dir("tmp/", 0o1777)
-	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/", Mode: 0o755})
-	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "home/user/", Mode: 0o755, Uid: 1000, Gid: 1000})
-	file("bin/busybox", 0o755, bb, 0)
-	for _, applet := range []string{"sh", "echo", "cat", "id", "pwd", "env", "sleep", "true", "false", "printf", "ls", "hostname", "tr", "wc", "test", "grep", "httpd", "ip"} {
-		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox"})
-	}
-	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), 0)
-	file("etc/group", 0o644, []byte("root:x:0:\nuser:x:1000:\nextra:x:2000:user\n"), 0)
-	file("srv/data/hello.txt", 0o644, []byte("hello from the image\n"), 0)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	images := map[name.Reference]v1.Image{}
-	for ref, user := range map[string]string{shimImage: "", shimUserImage: "user"} {
-		// The config first, then the layer: AppendLayers adds its diff id to the config.
-		base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
-			Architecture: "amd64", OS: "linux",
-			Config: v1.Config{Env: []string{"PATH=/bin", "FROM_IMAGE=yes"}, Cmd: []string{"sh"}, User: user},
-			RootFS: v1.RootFS{Type: "layers"},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		img, err := mutate.AppendLayers(base, layer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := name.ParseReference(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		images[r] = img
-	}
-	if err := tarball.MultiRefWriteToFile(path, images); err != nil {
+	if err := busyboximage.Write(path, map[string]string{shimImage: "", shimUserImage: "user"}); err != nil {
 		t.Fatal(err)
 	}
 }
