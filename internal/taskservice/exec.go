@@ -84,23 +84,18 @@ func (s *Service) startExec(c *container, execID string) (*taskAPI.StartResponse
 		client.Close()
 		return nil, fmt.Errorf("exec %s: %w", execID, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
-	e.status, e.cancel = task.Status_RUNNING, cancel
+	e.status, e.client = task.Status_RUNNING, client
 	s.mu.Unlock()
 	stdout, stderr := e.io.writers()
 	go func() {
 		defer client.Close()
-		// Cancelling closes the connection: the supervisor forgets the exec.
-		stop := context.AfterFunc(ctx, func() { client.Close() })
-		defer stop()
-		exit, err := client.Stream(ctx, supervisor.Stdio{Stdout: stdout, Stderr: stderr, Stdin: e.io.reader(), Resize: e.io.resize})
+		exit, err := client.Stream(context.Background(), supervisor.Stdio{Stdout: stdout, Stderr: stderr, Stdin: e.io.reader(), Resize: e.io.resize})
 		s.mu.Lock()
-		killed := ctx.Err() != nil
-		code := exitCode(exit, err, killed)
+		code := exitCode(exit, err, false)
 		e.exited(code)
 		s.mu.Unlock()
-		if err != nil && !killed {
+		if err != nil {
 			s.cfg.Log.Warn("exec ended without an exit status", "container", c.id, "exec", execID, "error", err)
 		}
 		e.io.close()

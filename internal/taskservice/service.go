@@ -135,7 +135,7 @@ type container struct {
 type execProcess struct {
 	process
 	spec   *specs.Process
-	cancel context.CancelFunc
+	client *supervisor.Client // its connection to the VM's supervisor, once started
 }
 
 func (s *Service) publish(topic string, ev events.Event) {
@@ -434,13 +434,14 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", describe(r.ID, r.ExecID))
 	}
 	if e != nil {
-		// The guest channel signals the main workload only; an exec ends when its
-		// connection does, with the code of a SIGKILLed process.
-		if sig != syscall.SIGKILL && sig != syscall.SIGTERM {
-			return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "signal %d to an exec: only TERM and KILL (which end its connection)", sig)
+		s.mu.Lock()
+		client := e.client
+		s.mu.Unlock()
+		if client == nil { // added, not started
+			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%s is not started", describe(r.ID, r.ExecID))
 		}
-		if e.cancel != nil {
-			e.cancel()
+		if err := client.Signal(int(sig)); err != nil {
+			return nil, fmt.Errorf("signal %d: %w", sig, err)
 		}
 		return empty, nil
 	}

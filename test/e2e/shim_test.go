@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -391,6 +392,37 @@ func TestShim(t *testing.T) {
 		// exec's stdin is its own, closed at the client's EOF.
 		if r := c.ctrIn(strings.NewReader("abc"), "task", "exec", "--exec-id", "e2", "bg", "sh", "-c", "cat; exit 3"); r.code != 3 || string(r.stdout) != "abc" {
 			t.Fatalf("exec with stdin: want abc and exit 3:\n%s", r)
+		}
+		// kill --exec-id signals that exec only.
+		execCmd := exec.Command("ctr", "--address", c.address, "task", "exec", "--exec-id", "e3", "bg", "sh", "-c", "echo ready; exec sleep 600")
+		execOut, err := execCmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := execCmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if line, _ := bufio.NewReader(execOut).ReadString('\n'); line != "ready\n" {
+			execCmd.Process.Kill()
+			t.Fatalf("exec e3 said %q", line)
+		}
+		if r := c.ctr("task", "kill", "--exec-id", "e3", "-s", "TERM", "bg"); r.code != 0 {
+			t.Fatalf("kill --exec-id: %s", r)
+		}
+		go io.Copy(io.Discard, execOut)
+		execDone := make(chan error, 1)
+		go func() { execDone <- execCmd.Wait() }()
+		select {
+		case err := <-execDone:
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 143 {
+				t.Fatalf("exec e3 after TERM: %v, want exit 143", err)
+			}
+		case <-time.After(time.Minute):
+			execCmd.Process.Kill()
+			t.Fatal("exec e3 did not end after its TERM")
+		}
+		if r := c.ctr("task", "exec", "--exec-id", "e4", "bg", "true"); r.code != 0 {
+			t.Fatalf("the workload did not outlive its exec's TERM: %s", r)
 		}
 		if r := c.ctr("task", "kill", "-s", "TERM", "bg"); r.code != 0 {
 			t.Fatalf("kill: %s", r)
