@@ -38,8 +38,13 @@ func main() {
 
 func newService(ctx context.Context, id string, publisher shim.Publisher, shutdown func()) (shim.Shim, error) {
 	ns, _ := namespaces.Namespace(ctx)
-	// The bootstrap points stderr at containerd's log FIFO for the serving process.
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("runtime", taskservice.RuntimeName, "id", id)
+	// The bootstrap points stderr at containerd's log FIFO for the serving process;
+	// containerd's debug level passes -debug.
+	level := slog.LevelInfo
+	if opts, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && opts.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("runtime", taskservice.RuntimeName, "id", id)
 	stateDir := os.Getenv("FIREGOPHER_STATE_DIR")
 	if stateDir == "" {
 		stateDir = "/var/lib/firegopher"
