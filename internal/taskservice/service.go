@@ -249,8 +249,8 @@ func (s *Service) createVM(ctx context.Context, log *slog.Logger, c *container, 
 		disk.Release()
 		return err
 	}
-	res2 := &resolve.Resolver{Store: store, Log: log}
-	kernel, _, err := res2.Kernel(ctx, m.Kernel)
+	resolver := &resolve.Resolver{Store: store, Log: log}
+	kernel, _, err := resolver.Kernel(ctx, m.Kernel)
 	if err != nil {
 		disk.Release()
 		return err
