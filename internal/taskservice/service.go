@@ -98,6 +98,8 @@ var _ taskAPI.TaskService = (*Service)(nil)
 
 var empty = &ptypes.Empty{}
 
+const taskRunning = task.Status_RUNNING
+
 // process is what a container's main process and its execs share: status and exit.
 type process struct {
 	id       string // "" for the container's main process
@@ -602,7 +604,7 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 	return empty, nil
 }
 
-// Pause, Resume, Checkpoint, Update and Stats are not offered by firegopher VMs (yet).
+// Pause, Resume, Checkpoint and Update are not offered by firegopher VMs (yet).
 func (s *Service) Pause(context.Context, *taskAPI.PauseRequest) (*ptypes.Empty, error) {
 	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "pause")
 }
@@ -614,9 +616,6 @@ func (s *Service) Checkpoint(context.Context, *taskAPI.CheckpointTaskRequest) (*
 }
 func (s *Service) Update(context.Context, *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
 	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "update: a VM's size is fixed at boot")
-}
-func (s *Service) Stats(context.Context, *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "stats")
 }
 
 // decodeProcess reads an exec's process spec (JSON, as containerd marshals it).

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/typeurl/v2"
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/spec"
@@ -219,5 +221,47 @@ func TestRunNameIsPerContainerAndValid(t *testing.T) {
 	m := &spec.Machine{ID: "0123456789ab", Run: a, Mode: spec.ModeApp, CPUs: 1, Memory: 512 * spec.MiB, Process: spec.Process{Cmd: []string{"true"}}}
 	if err := m.Validate(); err != nil {
 		t.Fatalf("%s: %v", a, err)
+	}
+}
+
+func TestProcessMetrics(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "42")
+	os.Mkdir(dir, 0o755)
+	// A command name with a space and a parenthesis, as QEMU's thread names can have.
+	stat := "42 (qemu-system) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 100 1000 10 18446744073709551615"
+	os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644)
+	os.WriteFile(filepath.Join(dir, "status"), []byte("Name:\tqemu\nVmRSS:\t  204800 kB\nThreads:\t7\n"), 0o644)
+	m, err := processMetrics(root, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.CPU.UsageUsec != 3_000_000 || m.CPU.UserUsec != 2_500_000 || m.CPU.SystemUsec != 500_000 {
+		t.Errorf("cpu: %+v", m.CPU)
+	}
+	if m.Memory.Usage != 200<<20 || m.Pids.Current != 7 {
+		t.Errorf("memory %d, threads %d", m.Memory.Usage, m.Pids.Current)
+	}
+	if _, err := processMetrics(root, 43); err == nil {
+		t.Error("metrics of a missing process")
+	}
+}
+
+func TestStatsOfASandboxAreZero(t *testing.T) {
+	ctx := context.Background()
+	s := New(Config{}, "testns", &recorder{}, func() {})
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "pod1", Bundle: sandboxBundle(t)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Stats(ctx, &taskAPI.StatsRequest{ID: "pod1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := typeurl.UnmarshalAny(r.Stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := v.(*cg2.Metrics); !ok || m.Memory.Usage != 0 {
+		t.Fatalf("stats: %T %+v", v, v)
 	}
 }

@@ -120,6 +120,15 @@ func TestShimCRI(t *testing.T) {
 	if ex.ExitCode != 4 || string(ex.Stdout) != "in-exec yes\n" {
 		t.Fatalf("ExecSync: exit %d, stdout %q, stderr %q", ex.ExitCode, ex.Stdout, ex.Stderr)
 	}
+	// kubectl top's numbers: what the host pays for the VM.
+	stats, err := rt.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: server})
+	if err != nil {
+		t.Fatalf("ContainerStats: %v", err)
+	}
+	if s := stats.Stats; s.Memory == nil || s.Memory.WorkingSetBytes == nil || s.Memory.WorkingSetBytes.Value < 16<<20 ||
+		s.Cpu == nil || s.Cpu.UsageCoreNanoSeconds == nil || s.Cpu.UsageCoreNanoSeconds.Value == 0 {
+		t.Fatalf("ContainerStats: want the VMM's memory and CPU time: %+v", s)
+	}
 	if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: server, Timeout: 30}); err != nil {
 		t.Fatalf("StopContainer: %v", err)
 	}
