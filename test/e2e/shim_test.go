@@ -36,6 +36,7 @@ type containerd struct {
 	dir      string
 	address  string
 	fgState  string // the shim's FIREGOPHER_STATE_DIR
+	argv     []string
 	cmd      *exec.Cmd
 	exited   chan error
 	logBytes *bytes.Buffer
@@ -61,7 +62,7 @@ func startContainerdIn(t *testing.T, cri bool, netns string) *containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &containerd{t: t, dir: dir, address: filepath.Join(dir, "c.sock"), fgState: filepath.Join(dir, "fg"), exited: make(chan error, 1), logBytes: &bytes.Buffer{}}
+	c := &containerd{t: t, dir: dir, address: filepath.Join(dir, "c.sock"), fgState: filepath.Join(dir, "fg"), logBytes: &bytes.Buffer{}}
 	// The shim's own state dir (its VMs, its rootfs cache) shares the kernel cache the
 	// suite prepared.
 	if err := os.MkdirAll(c.fgState, 0o755); err != nil {
@@ -134,22 +135,33 @@ disabled_plugins = [
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command(bin, "--config", cfgPath)
+	argv := []string{bin, "--config", cfgPath}
 	if netns != "" {
 		// ip netns exec execs containerd itself: the pid stays containerd's.
-		c.cmd = exec.Command("ip", "netns", "exec", netns, bin, "--config", cfgPath)
+		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
 	}
+	c.argv = argv
+	c.start()
+	t.Cleanup(c.stop)
+	return c
+}
+
+// start starts containerd (again) and waits until it answers.
+func (c *containerd) start() {
+	t := c.t
+	t.Helper()
+	c.cmd = exec.Command(c.argv[0], c.argv[1:]...)
 	c.cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "FIREGOPHER_STATE_DIR="+c.fgState)
 	c.cmd.Stdout, c.cmd.Stderr = c.logBytes, c.logBytes
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { c.exited <- c.cmd.Wait() }()
-	t.Cleanup(c.stop)
+	c.exited = make(chan error, 1)
+	go func(cmd *exec.Cmd, exited chan<- error) { exited <- cmd.Wait() }(c.cmd, c.exited)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if r := c.ctrQuiet("version"); r.code == 0 {
-			break
+			return
 		}
 		select {
 		case err := <-c.exited:
@@ -161,7 +173,18 @@ disabled_plugins = [
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return c
+}
+
+// restart stops containerd alone (its shims live on, as in an upgrade) and starts it again.
+func (c *containerd) restart() {
+	c.t.Helper()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.t.Fatal("containerd did not stop on SIGTERM")
+	}
+	c.start()
 }
 
 // stop removes every container left, then stops containerd by its pid and removes dir.
@@ -378,6 +401,9 @@ func TestShim(t *testing.T) {
 		if dirs := c.vmDirs(); len(dirs) != 1 {
 			t.Fatalf("VM directories: %v, want one", dirs)
 		}
+		// containerd restarts (an upgrade): the shim and its VM live on, and containerd
+		// finds them again.
+		c.restart()
 		// exec: its own stdout and exit code, the workload's files.
 		deadline := time.Now().Add(time.Minute)
 		for {
