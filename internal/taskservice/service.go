@@ -134,6 +134,9 @@ type container struct {
 	execs   map[string]*execProcess
 }
 
+// booting says whether Start is bringing c's VM up (the caller holds the service's lock).
+func (c *container) booting() bool { return c.status == task.Status_CREATED && c.cancel != nil }
+
 type execProcess struct {
 	process
 	spec   *specs.Process
@@ -374,7 +377,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Unlock()
 		return nil, err
 	}
-	if p.status == task.Status_RUNNING {
+	if p.status == task.Status_RUNNING || (r.ExecID == "" && c.booting()) {
 		s.mu.Unlock()
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%s is running: kill it first", describe(r.ID, r.ExecID))
 	}
@@ -430,10 +433,15 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		s.mu.Unlock()
 		return nil, err
 	}
-	status := p.status
+	status, booting := p.status, e == nil && c.booting()
 	s.mu.Unlock()
 	if status == task.Status_STOPPED {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "%s: process already finished", describe(r.ID, r.ExecID))
+	}
+	if booting {
+		// No guest to pass a signal to yet: the VM goes whole, and Start reports it.
+		c.cancel()
+		return empty, nil
 	}
 	if e != nil {
 		s.mu.Lock()
