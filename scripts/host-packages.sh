@@ -18,6 +18,8 @@ packages=(
   rsync             # e2e: ansible.posix.synchronize, as kernel-testing's playbooks use it
   ansible           # e2e: their playbooks, run against firegopher up's inventory
   tmux              # e2e: run -it, exec -it and attach in a real terminal
+  containerd        # e2e: the runtime shim under a real containerd (1.6 in Debian 12), and ctr
+  containernetworking-plugins  # e2e: a CNI bridge for the shim's pod network test
   dpkg apt ca-certificates make
 )
 missing=()

@@ -3,6 +3,7 @@ package spec
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -34,7 +35,10 @@ type Machine struct {
 	// Volumes are disks attached after the root disk, mounted by init in the guest.
 	Volumes []Volume `json:"volumes,omitempty"`
 	Network *Network `json:"network,omitempty"`
-	VMM     VMM      `json:"vmm"`
+	// AttachedNIC is an interface made for the VM by its caller (the containerd shim: a TAP
+	// in a pod's network namespace); the guest configures it statically. Not with Network.
+	AttachedNIC *AttachedNIC `json:"attached_nic,omitempty"`
+	VMM         VMM          `json:"vmm"`
 	// KernelArgs are added to a foreign guest's kernel command line.
 	KernelArgs string `json:"kernel_args,omitempty"`
 	// Ports are published on the host (the kernel forwards them; needs a network).
@@ -77,6 +81,37 @@ type Assets struct {
 type VMM struct {
 	Backend string `json:"backend,omitempty"` // "" = the default backend
 	Accel   string `json:"accel,omitempty"`   // QEMU: kvm, tcg, "" = probe
+}
+
+// AttachedNIC is a TAP someone else made and wired (a Kubernetes pod's interface, reached
+// through tc redirects), and the static configuration the guest gives its NIC on it.
+type AttachedNIC struct {
+	TAP     string       `json:"tap"`
+	MAC     string       `json:"mac"`
+	Address netip.Prefix `json:"address"`
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+	MTU     int          `json:"mtu,omitempty"`
+	DNS     []netip.Addr `json:"dns,omitempty"`
+}
+
+// Validate checks an attached NIC.
+func (n *AttachedNIC) Validate() error {
+	if n.TAP == "" || len(n.TAP) > 15 || strings.ContainsAny(n.TAP, "/ \t\n:") {
+		return fmt.Errorf("attached_nic.tap: %q is not an interface name", n.TAP)
+	}
+	if _, err := net.ParseMAC(n.MAC); err != nil {
+		return fmt.Errorf("attached_nic.mac: %q: %v", n.MAC, err)
+	}
+	if !n.Address.IsValid() || !n.Address.Addr().Is4() {
+		return fmt.Errorf("attached_nic.address: %q is not an IPv4 prefix", n.Address.String())
+	}
+	if n.Gateway.IsValid() && !n.Gateway.Is4() {
+		return fmt.Errorf("attached_nic.gateway: %s is not IPv4", n.Gateway)
+	}
+	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
+		return fmt.Errorf("attached_nic.mtu: %d, want 576 to 65535", n.MTU)
+	}
+	return nil
 }
 
 // DHCPMode is how a guest learns its address.
@@ -194,6 +229,17 @@ func (m *Machine) Validate() error {
 	}
 	if len(m.Volumes) > 0 && m.Mode == ModeForeign {
 		return errors.New(FieldVolume + ": a machine that boots through its own initrd has no firegopher init to mount volumes")
+	}
+	if m.AttachedNIC != nil {
+		if m.Network != nil {
+			return errors.New("attached_nic: a machine has either a network of ours or an attached NIC, not both")
+		}
+		if m.Mode != ModeApp {
+			return errors.New("attached_nic: only app VMs configure an attached NIC")
+		}
+		if err := m.AttachedNIC.Validate(); err != nil {
+			return err
+		}
 	}
 	if m.Network != nil {
 		if err := m.Network.Validate(); err != nil {

@@ -334,6 +334,16 @@ type Process struct {
 	// that size (`-t`).
 	Stdin bool      `json:"stdin,omitempty"`
 	TTY   *Terminal `json:"tty,omitempty"`
+	// Rlimits are the workload's resource limits ("nofile", "nproc", ...: the names of
+	// vmconfig.RlimitResources); none means firegopher's defaults.
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+}
+
+// Rlimit is one resource limit of a process.
+type Rlimit struct {
+	Resource string `json:"resource"`
+	Soft     uint64 `json:"soft"`
+	Hard     uint64 `json:"hard"`
 }
 
 // Terminal is a terminal's size in characters.

@@ -54,7 +54,8 @@ func (c *Client) Attach() (int64, error) {
 	return a.LogOffset, err
 }
 
-// Signal asks init to deliver sig to the main workload.
+// Signal asks init to deliver sig to the main workload, or on a connection that started an
+// exec, to that exec.
 func (c *Client) Signal(sig int) error {
 	return c.conn.Send(agent.KindSignal, agent.MainStream, []byte{byte(sig)})
 }

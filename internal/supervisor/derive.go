@@ -34,6 +34,13 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 		Network: network,
 		Stdin:   m.Process.Stdin,
 	}
+	if len(m.Process.Rlimits) > 0 {
+		// The machine's own limits (a container's config.json) replace the defaults whole.
+		cfg.Rlimits = nil
+		for _, r := range m.Process.Rlimits {
+			cfg.Rlimits = append(cfg.Rlimits, vmconfig.Rlimit{Resource: r.Resource, Soft: r.Soft, Hard: r.Hard})
+		}
+	}
 	if t := m.Process.TTY; t != nil {
 		cfg.TTY = &vmconfig.Terminal{Rows: t.Rows, Cols: t.Cols}
 	}

@@ -80,12 +80,22 @@ func (c *Created) Discard() {
 // Run supervises the VM in this process until it ends, streaming its stdio, and removes
 // it afterwards (like `docker run --rm`).
 func (c *Created) Run(ctx context.Context, stdio Stdio) (agent.Exit, error) {
+	return c.RunStarted(ctx, stdio, nil)
+}
+
+// RunStarted is Run that calls started (when not nil) with the VMM's pid once the VM is
+// up: the containerd shim answers Start then.
+func (c *Created) RunStarted(ctx context.Context, stdio Stdio, started func(vmmPid int)) (agent.Exit, error) {
 	vm, err := c.host.newVM(c.st, c.Record, c.backend)
 	if err != nil {
 		c.Discard()
 		return agent.Exit{}, err
 	}
-	return Supervise(ctx, vm, Options{Stdio: stdio, AutoRemove: true, Lock: c.lock})
+	opts := Options{Stdio: stdio, AutoRemove: true, Lock: c.lock}
+	if started != nil {
+		opts.Started = func() { started(vm.VMMPid()) }
+	}
+	return Supervise(ctx, vm, opts)
 }
 
 // File descriptors a detached supervisor inherits.

@@ -1,17 +1,21 @@
 package supervisor
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/state"
 	"github.com/firegopher/firegopher/internal/vmm/fake"
 )
@@ -159,6 +163,40 @@ func TestDetachedLifecycle(t *testing.T) {
 	exit, err := cl.Copy(&out, &out)
 	if err != nil || exit.Code != 4 || out.String() != "from exec\n" {
 		t.Fatalf("exec: %q %+v %v", out.String(), exit, err)
+	}
+	// A signal on an exec's connection reaches that exec, not the workload.
+	cl3, err := Dial(rec.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl3.Close()
+	if err := cl3.Exec(agentExec("sh", "-c", "echo ready; exec sleep 100")); err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	execExit := make(chan agent.Exit, 1)
+	go func() {
+		e, _ := cl3.Copy(pw, io.Discard)
+		pw.Close()
+		execExit <- e
+	}()
+	if line, _ := bufio.NewReader(pr).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("exec said %q", line)
+	}
+	go io.Copy(io.Discard, pr)
+	if err := cl3.Signal(int(syscall.SIGTERM)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-execExit:
+		if e.Code != 143 {
+			t.Fatalf("the signalled exec: %+v, want 143", e)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the exec did not get its signal")
+	}
+	if rec, err := h.Lookup("web"); err != nil || rec.Status != state.Running || !Running(rec) {
+		t.Fatalf("the workload did not outlive its exec's signal: %+v %v", rec, err)
 	}
 	if err := h.Stop(rec, 5*time.Second); err != nil {
 		t.Fatal(err)

@@ -55,7 +55,26 @@ func dnsOf(m *spec.Network) []netip.Addr {
 	return m.DNS
 }
 
+// guestNetwork is the guest's interface configuration: the network steps' or the
+// attached NIC's (nil: no network).
+func (vm *VM) guestNetwork() *vmconfig.Network {
+	if a := vm.Machine.AttachedNIC; a != nil {
+		g := &vmconfig.Network{MAC: a.MAC, Address: a.Address.String(), MTU: a.MTU}
+		if a.Gateway.IsValid() {
+			g.Gateway = a.Gateway.String()
+		}
+		for _, d := range a.DNS {
+			g.DNS = append(g.DNS, d.String())
+		}
+		return g
+	}
+	return vm.net.guestNetwork(vm.Machine.Network)
+}
+
 func (vm *VM) nics() []vmm.NIC {
+	if a := vm.Machine.AttachedNIC; a != nil {
+		return []vmm.NIC{{TAP: a.TAP, MAC: a.MAC}}
+	}
 	if !vm.net.allocated() {
 		return nil
 	}

@@ -140,7 +140,11 @@ func (vm *VM) Relay(ctx context.Context, io Stdio) (agent.Exit, error) {
 					continue
 				}
 				if r.frame.Kind == agent.KindSignal {
-					vm.guest.Send(agent.KindSignal, r.frame.Stream, r.frame.Payload)
+					stream := r.frame.Stream
+					if s, isExec := execOf[r.client]; isExec {
+						stream = s // an exec's client signals its exec (the shim's kill of an exec)
+					}
+					vm.guest.Send(agent.KindSignal, stream, r.frame.Payload)
 					continue
 				}
 				stream := nextStream

@@ -79,7 +79,7 @@ func writeInitrd(_ context.Context, vm *VM) error {
 	if err != nil {
 		return err
 	}
-	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.net.guestNetwork(vm.Machine.Network))
+	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.guestNetwork())
 	return initrd.ForVM(vm.path(InitrdFile), base, &cfg)
 }
 

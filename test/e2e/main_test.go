@@ -62,7 +62,7 @@ func setup() error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("make build: %v\n%s", err, out)
 	}
-	for _, b := range []string{"firegopher", "firegopher-init"} {
+	for _, b := range []string{"firegopher", "firegopher-init", "containerd-shim-firegopher-v1"} {
 		if out, err := exec.Command("cp", filepath.Join(root, "bin", b), binDir).CombinedOutput(); err != nil {
 			return fmt.Errorf("cp %s: %v %s", b, err, out)
 		}

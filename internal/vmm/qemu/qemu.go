@@ -158,6 +158,11 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 	if b.Accel == AccelKVM || spec.MMIO {
 		machine, bus = "microvm,accel="+string(b.Accel)+",acpi=on", "device"
 	}
+	multiThreadTCG := b.Accel == AccelTCG && spec.CPUs > 1
+	if multiThreadTCG {
+		// QEMU refuses -accel beside -machine accel= ("incompatible"): one place only.
+		machine = strings.Replace(machine, ",accel=tcg", "", 1)
+	}
 	args := []string{
 		"-name", "firegopher-" + spec.ID,
 		"-machine", machine,
@@ -181,7 +186,7 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		// before it resets (1.5 s more), and Ctrl-Alt-Del (Shutdown) has nowhere to go.
 		args = append(args, "-device", "i8042")
 	}
-	if b.Accel == AccelTCG && spec.CPUs > 1 {
+	if multiThreadTCG {
 		args = append(args, "-accel", "tcg,thread=multi")
 	}
 	if spec.Initrd != "" {
