@@ -220,6 +220,7 @@ func TestDetachedLifecycle(t *testing.T) {
 	if err := h.Start(rec, []string{os.Args[0], "-test.run=^$"}); err == nil || !strings.Contains(err.Error(), "is running") {
 		t.Errorf("Start of a running VM: %v", err)
 	}
+	waitForHello(t, rec.Dir)
 	if err := h.Stop(rec, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +278,8 @@ func init() {
 	}
 }
 
-// waitForHello returns once the VM's workload has printed its first line ("hello\n").
+// waitForHello returns once the VM's workload has printed its first line ("hello\n") in
+// this run (the supervisor's attach offset counts this run's output).
 func waitForHello(t *testing.T, dir string) {
 	t.Helper()
 	cl, err := Dial(dir)
