@@ -5,14 +5,20 @@
 // are internal/taskservice's.
 //
 // Environment (containerd passes its own to its shims): FIREGOPHER_STATE_DIR (default
-// /var/lib/firegopher: the kernel cache and the VMs), FIREGOPHER_INIT (default:
-// firegopher-init beside this binary, then /usr/local/lib/firegopher), FIREGOPHER_ACCEL
-// (QEMU accelerator: kvm or tcg; default: probe).
+// /var/lib/firegopher: the kernel cache, Firecracker releases and the VMs), FIREGOPHER_INIT
+// (default: firegopher-init beside this binary, then /usr/local/lib/firegopher),
+// FIREGOPHER_VMM (qemu or firecracker; default: firecracker where KVM works and a release
+// is installed in the state directory, else qemu, as the CLI), FIREGOPHER_ACCEL (QEMU
+// accelerator: kvm or tcg; default: probe), and the Firecracker backend's
+// (internal/backends). The VMM is chosen by environment rather than by containerd's
+// runtime options: those arrive as a protobuf Any of a type the shim would have to
+// register, and a second runtime entry with its own environment needs none of that.
 package main
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,12 +26,12 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime/v2/shim"
 
+	"github.com/firegopher/firegopher/internal/backends"
 	"github.com/firegopher/firegopher/internal/snapdisk"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/taskservice"
 	"github.com/firegopher/firegopher/internal/vmm"
-	"github.com/firegopher/firegopher/internal/vmm/qemu"
 )
 
 func main() {
@@ -49,28 +55,35 @@ func newService(ctx context.Context, id string, publisher shim.Publisher, shutdo
 	if stateDir == "" {
 		stateDir = "/var/lib/firegopher"
 	}
-	stateDir, err := filepath.Abs(stateDir)
+	h, err := backends.NewHost(stateDir, log)
 	if err != nil {
 		return nil, err
-	}
-	h := &supervisor.Host{StateDir: stateDir, Log: log}
-	accel := os.Getenv("FIREGOPHER_ACCEL")
-	h.Backend = func(v spec.VMM) (vmm.Backend, error) {
-		if v.Backend != vmm.QEMU {
-			return nil, errors.New("vmm: the shim runs VMs on qemu only (firecracker under the shim is not wired yet)")
-		}
-		return qemu.New(v.Accel)
 	}
 	initBin, err := findInit()
 	if err != nil {
 		return nil, err
 	}
+	v, isDefault, err := chooseVMM(h)
+	if err != nil {
+		return nil, err
+	}
 	cfg := taskservice.Config{
-		Host: h, Init: initBin, Log: log,
-		VMM:    spec.VMM{Backend: vmm.QEMU, Accel: accel},
-		Rootfs: &snapdisk.Cache{Dir: filepath.Join(stateDir, "shim", "rootfs"), Log: log},
+		Host: h, Init: initBin, Log: log, VMM: v, VMMIsDefault: isDefault,
+		Rootfs: &snapdisk.Cache{Dir: filepath.Join(h.StateDir, "shim", "rootfs"), Log: log},
 	}
 	return taskservice.New(cfg, ns, publisher, shutdown), nil
+}
+
+// chooseVMM is the backend the shim's VMs run on: $FIREGOPHER_VMM, else h's default
+// (backends.Name), which isDefault says.
+func chooseVMM(h *supervisor.Host) (v spec.VMM, isDefault bool, err error) {
+	v = spec.VMM{Backend: os.Getenv(backends.VMMEnv), Accel: os.Getenv("FIREGOPHER_ACCEL")}
+	if !backends.Known(v.Backend) {
+		return v, false, fmt.Errorf("%s: %q, want %s or %s", backends.VMMEnv, v.Backend, vmm.QEMU, vmm.Firecracker)
+	}
+	isDefault = v.Backend == ""
+	v.Backend = backends.Name(h, v)
+	return v, isDefault, nil
 }
 
 // findInit locates firegopher-init: $FIREGOPHER_INIT, beside this binary, or the install

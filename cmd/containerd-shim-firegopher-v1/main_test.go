@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,12 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/ttrpc"
+
+	"github.com/firegopher/firegopher/internal/backends"
+	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/vmm"
+	"github.com/firegopher/firegopher/internal/vmm/firecracker"
+	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
 // The start action prints a plain socket address (what containerd 1.6 and CRI-O read, not
@@ -92,4 +99,60 @@ func alive(pid int) bool {
 		return false
 	}
 	return syscall.Kill(pid, 0) == nil
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fctest.Cleanup()
+	os.Exit(code)
+}
+
+// The shim's VMM is the host's default unless FIREGOPHER_VMM names one; the one named is
+// built as the CLI builds it (internal/backends): Firecracker jailed, from the state
+// directory's release.
+func TestChooseVMM(t *testing.T) {
+	t.Setenv(backends.FirecrackerVersionEnv, "")
+	t.Setenv(backends.CgroupLimitsEnv, "if-available") // this CI host is cgroup-hybrid
+	t.Setenv(backends.JailIDsEnv, "")
+	t.Setenv("FIREGOPHER_ACCEL", "tcg")
+	h, err := backends.NewHost(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// No release installed: QEMU whether or not KVM works.
+	t.Setenv(backends.VMMEnv, "")
+	v, isDefault, err := chooseVMM(h)
+	if err != nil || v != (spec.VMM{Backend: vmm.QEMU, Accel: "tcg"}) || !isDefault {
+		t.Errorf("default without a release: %+v default=%v %v, want qemu (tcg), the default", v, isDefault, err)
+	}
+
+	t.Setenv(backends.VMMEnv, "bochs")
+	if _, _, err := chooseVMM(h); err == nil || !strings.Contains(err.Error(), backends.VMMEnv) {
+		t.Errorf("%s=bochs: %v", backends.VMMEnv, err)
+	}
+
+	t.Setenv(backends.VMMEnv, vmm.Firecracker)
+	tgz, err := fctest.Tarball(t.TempDir(), "1.16.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := h.Store()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.ImportFirecracker(tgz, "1.16.1", ""); err != nil {
+		t.Fatal(err)
+	}
+	v, isDefault, err = chooseVMM(h)
+	if err != nil || v.Backend != vmm.Firecracker || isDefault {
+		t.Fatalf("%s=firecracker: %+v default=%v %v", backends.VMMEnv, v, isDefault, err)
+	}
+	b, err := h.Backend(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc, ok := b.(*firecracker.Backend); !ok || fc.Jailer == nil || fc.Version.String() != "1.16.1" {
+		t.Errorf("backend %T %+v, want the installed Firecracker 1.16.1, jailed", b, b)
+	}
 }

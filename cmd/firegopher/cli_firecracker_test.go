@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firegopher/firegopher/internal/backends"
 	"github.com/firegopher/firegopher/internal/jail"
 	"github.com/firegopher/firegopher/internal/supervisor"
 	"github.com/firegopher/firegopher/internal/vmm/firecracker"
@@ -82,10 +83,10 @@ func newFCCLI(t *testing.T, version string) *fcCLI {
 		t.Fatal(err)
 	}
 	c.env = append(os.Environ(), asCLIEnv+"=1", "FIREGOPHER_STATE_DIR="+dir, "FIREGOPHER_INIT="+initBin,
-		firecrackerVersionEnv+"=", "FIREGOPHER_VMM=",
+		backends.FirecrackerVersionEnv+"=", backends.VMMEnv+"=",
 		// This CI host is cgroup-hybrid: no v2 limits to be had.
-		cgroupLimitsEnv+"=if-available",
-		fmt.Sprintf("%s=%d:%d", jailIDsEnv, c.ids.First, c.ids.Count))
+		backends.CgroupLimitsEnv+"=if-available",
+		fmt.Sprintf("%s=%d:%d", backends.JailIDsEnv, c.ids.First, c.ids.Count))
 	if out := c.ok("firecracker", "install", "--version", version, "--from", releaseTarball(t, version)); !strings.Contains(out, "firecracker/v"+version) {
 		t.Fatalf("install: %q", out)
 	}
@@ -214,7 +215,7 @@ func TestCLIFirecracker(t *testing.T) {
 			}
 			if fi, err := os.Stat(fmt.Sprintf("/proc/%d", rec.VMMPID)); err == nil {
 				if uid := int(fi.Sys().(*syscall.Stat_t).Uid); uid < c.ids.First || uid >= c.ids.First+c.ids.Count {
-					t.Errorf("the VMM runs as uid %d, want one of %s's range %d+%d", uid, jailIDsEnv, c.ids.First, c.ids.Count)
+					t.Errorf("the VMM runs as uid %d, want one of %s's range %d+%d", uid, backends.JailIDsEnv, c.ids.First, c.ids.Count)
 				}
 			}
 			if out := c.ok("stop", "-t", "5", "web"); strings.TrimSpace(out) != id {

@@ -8,15 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/spf13/cobra"
 
+	"github.com/firegopher/firegopher/internal/backends"
 	"github.com/firegopher/firegopher/internal/exitcode"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
-	"github.com/firegopher/firegopher/internal/vmm"
-	"github.com/firegopher/firegopher/internal/vmm/qemu"
 )
 
 // exitCode carries the workload's exit status out of a command.
@@ -39,57 +37,14 @@ func (g *globalFlags) logger() *slog.Logger {
 
 func (g *globalFlags) cacheDir() string { return filepath.Join(g.stateDir, "cache") }
 
-// host is the state directory as the supervisor library sees it.
+// host is the state directory as the supervisor library sees it, with this machine's
+// backends (internal/backends).
 func (g *globalFlags) host() (*supervisor.Host, error) {
-	dir, err := filepath.Abs(g.stateDir)
-	if err != nil {
-		return nil, fmt.Errorf("--state-dir: %w", err)
-	}
-	h := &supervisor.Host{StateDir: dir, Log: g.logger()}
-	h.Backend = func(v spec.VMM) (vmm.Backend, error) { return newBackend(h, v) }
-	if h.Jails, err = firecrackerJails(h); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return backends.NewHost(g.stateDir, g.logger())
 }
 
-// backends are the VMM backends this binary can drive, by --vmm name.
-var backends = map[string]func(*supervisor.Host, spec.VMM) (vmm.Backend, error){
-	vmm.QEMU:        func(_ *supervisor.Host, v spec.VMM) (vmm.Backend, error) { return qemu.New(v.Accel) },
-	vmm.Firecracker: func(h *supervisor.Host, _ spec.VMM) (vmm.Backend, error) { return firecrackerBackend(h) },
-}
-
-// defaultLogged: a command that asks for the backend twice (create, then start) says once.
-var defaultLogged sync.Once
-
-// newBackend is the backend v names; none names the default (backendName).
-func newBackend(h *supervisor.Host, v spec.VMM) (vmm.Backend, error) {
-	b, ok := backends[backendName(h, v)]
-	if !ok {
-		return nil, fmt.Errorf("--vmm: %q, want %s or %s", v.Backend, vmm.QEMU, vmm.Firecracker)
-	}
-	return b(h, v)
-}
-
-// backendName is the backend v names, or the default: firecracker where KVM works and a
-// release is installed, else qemu (vmm.DefaultBackend).
-func backendName(h *supervisor.Host, v spec.VMM) string {
-	if v.Backend != "" {
-		return v.Backend
-	}
-	release := newestFirecracker(h)
-	name, why := vmm.DefaultBackend(kvmError(), release)
-	defaultLogged.Do(func() {
-		// Said out loud when it is a surprise: a Firecracker release is installed and still
-		// QEMU runs. Otherwise it is the expected default, and --debug shows it.
-		if release != "" && name != vmm.Firecracker {
-			h.Log.Info("vmm: "+name, "why", why)
-		} else {
-			h.Log.Debug("vmm: "+name, "why", why)
-		}
-	})
-	return name
-}
+// backendName is the backend v names, or the host's default (backends.Name).
+func backendName(h *supervisor.Host, v spec.VMM) string { return backends.Name(h, v) }
 
 func defaultStateDir() string {
 	if d := os.Getenv("FIREGOPHER_STATE_DIR"); d != "" {
