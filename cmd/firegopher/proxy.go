@@ -13,8 +13,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
