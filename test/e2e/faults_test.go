@@ -110,8 +110,7 @@ func assertOnlySurvivorLeft(t *testing.T, n *testNet, survivor string) {
 	if procs := qemuProcesses(t); len(procs) == 0 || len(qemuProcessesOf(t, survivor)) == 0 {
 		t.Fatal("the live VM's QEMU is gone")
 	}
-	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64 -name firegopher-").Output()
-	if got := len(strings.Fields(string(out))); got != 1 {
+	if got := len(qemuProcesses(t)); got != 1 {
 		t.Fatalf("%d QEMU processes, want only the survivor's", got)
 	}
 	taps, _ := exec.Command("ip", "-n", n.host, "-o", "link", "show", "type", "tun").Output()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/firegopher/firegopher/internal/testutil/seed"
+	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 var (
@@ -140,9 +141,27 @@ func vmDirs(t *testing.T) []string {
 	return names
 }
 
-// qemuProcesses lists running QEMU processes started by firegopher.
+// qemuProcesses lists the pids of the QEMU processes of this test run's state dir (each is
+// tagged with its VM's directory), so that VMs of anything else on the machine never count.
 func qemuProcesses(t *testing.T) []string {
 	t.Helper()
-	out, _ := exec.Command("pgrep", "-af", "qemu-system-x86_64 -name firegopher-").Output()
-	return strings.Fields(strings.TrimSpace(string(out)))
+	entries, _ := os.ReadDir("/proc")
+	var pids []string
+	for _, e := range entries {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if !strings.HasPrefix(filepath.Base(string(bytes.SplitN(cmdline, []byte{0}, 2)[0])), "qemu-system-") {
+			continue
+		}
+		environ, _ := os.ReadFile(filepath.Join("/proc", pid, "environ"))
+		for _, kv := range bytes.Split(environ, []byte{0}) {
+			if dir, ok := strings.CutPrefix(string(kv), vmm.ProcessTagEnv+"="); ok && strings.HasPrefix(dir, stateDir+"/") {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }
