@@ -274,10 +274,13 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 
 // nicNetNS is the network namespace a jailed VM's Firecracker joins to open its NICs'
 // TAPs: the one they name (NIC.NetNS: a pod's, foreign says so), else own, the VM's own
-// (Jailer.NetNS; "" for none). The jailer joins one namespace: NICs in two are refused,
+// (Jailer.NetNS; "" for none), which a VM without NICs joins too. The jailer joins one namespace: NICs in two are refused,
 // and so is a NIC with no namespace to find its TAP in (Firecracker could open a TAP in
 // ours, but only one that any uid may attach to).
 func nicNetNS(nics []vmm.NIC, own string) (path string, foreign bool, err error) {
+	if len(nics) == 0 {
+		return own, false, nil
+	}
 	for _, n := range nics {
 		ns := n.NetNS
 		if ns == "" {

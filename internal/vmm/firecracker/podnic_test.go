@@ -27,7 +27,8 @@ func TestNICNetNS(t *testing.T) {
 		foreign bool
 		err     string
 	}{
-		{name: "no NIC", own: own, path: ""},
+		{name: "no NIC", own: own, path: own},
+		{name: "no NIC, no namespace", path: ""},
 		{name: "the VM's own", nics: []vmm.NIC{{TAP: "tap0"}}, own: own, path: own},
 		{name: "a pod's", nics: []vmm.NIC{{TAP: "fgtap0", NetNS: pod}}, path: pod, foreign: true},
 		{name: "two in the pod's", nics: []vmm.NIC{{TAP: "a", NetNS: pod}, {TAP: "b", NetNS: pod}}, path: pod, foreign: true},
