@@ -63,27 +63,26 @@ func newService(ctx context.Context, id string, publisher shim.Publisher, shutdo
 	if err != nil {
 		return nil, err
 	}
-	v, isDefault, err := chooseVMM(h)
+	v, err := chooseVMM(h)
 	if err != nil {
 		return nil, err
 	}
 	cfg := taskservice.Config{
-		Host: h, Init: initBin, Log: log, VMM: v, VMMIsDefault: isDefault,
+		Host: h, Init: initBin, Log: log, VMM: v,
 		Rootfs: &snapdisk.Cache{Dir: filepath.Join(h.StateDir, "shim", "rootfs"), Log: log},
 	}
 	return taskservice.New(cfg, ns, publisher, shutdown), nil
 }
 
 // chooseVMM is the backend the shim's VMs run on: $FIREGOPHER_VMM, else h's default
-// (backends.Name), which isDefault says.
-func chooseVMM(h *supervisor.Host) (v spec.VMM, isDefault bool, err error) {
-	v = spec.VMM{Backend: os.Getenv(backends.VMMEnv), Accel: os.Getenv("FIREGOPHER_ACCEL")}
+// (backends.Name).
+func chooseVMM(h *supervisor.Host) (spec.VMM, error) {
+	v := spec.VMM{Backend: os.Getenv(backends.VMMEnv), Accel: os.Getenv("FIREGOPHER_ACCEL")}
 	if !backends.Known(v.Backend) {
-		return v, false, fmt.Errorf("%s: %q, want %s or %s", backends.VMMEnv, v.Backend, vmm.QEMU, vmm.Firecracker)
+		return v, fmt.Errorf("%s: %q, want %s or %s", backends.VMMEnv, v.Backend, vmm.QEMU, vmm.Firecracker)
 	}
-	isDefault = v.Backend == ""
 	v.Backend = backends.Name(h, v)
-	return v, isDefault, nil
+	return v, nil
 }
 
 // findInit locates firegopher-init: $FIREGOPHER_INIT, beside this binary, or the install

@@ -122,13 +122,13 @@ func TestChooseVMM(t *testing.T) {
 
 	// No release installed: QEMU whether or not KVM works.
 	t.Setenv(backends.VMMEnv, "")
-	v, isDefault, err := chooseVMM(h)
-	if err != nil || v != (spec.VMM{Backend: vmm.QEMU, Accel: "tcg"}) || !isDefault {
-		t.Errorf("default without a release: %+v default=%v %v, want qemu (tcg), the default", v, isDefault, err)
+	v, err := chooseVMM(h)
+	if err != nil || v != (spec.VMM{Backend: vmm.QEMU, Accel: "tcg"}) {
+		t.Errorf("default without a release: %+v %v, want qemu (tcg)", v, err)
 	}
 
 	t.Setenv(backends.VMMEnv, "bochs")
-	if _, _, err := chooseVMM(h); err == nil || !strings.Contains(err.Error(), backends.VMMEnv) {
+	if _, err := chooseVMM(h); err == nil || !strings.Contains(err.Error(), backends.VMMEnv) {
 		t.Errorf("%s=bochs: %v", backends.VMMEnv, err)
 	}
 
@@ -144,9 +144,9 @@ func TestChooseVMM(t *testing.T) {
 	if _, _, err := store.ImportFirecracker(tgz, "1.16.1", ""); err != nil {
 		t.Fatal(err)
 	}
-	v, isDefault, err = chooseVMM(h)
-	if err != nil || v.Backend != vmm.Firecracker || isDefault {
-		t.Fatalf("%s=firecracker: %+v default=%v %v", backends.VMMEnv, v, isDefault, err)
+	v, err = chooseVMM(h)
+	if err != nil || v.Backend != vmm.Firecracker {
+		t.Fatalf("%s=firecracker: %+v %v", backends.VMMEnv, v, err)
 	}
 	b, err := h.Backend(v)
 	if err != nil {

@@ -152,7 +152,30 @@ func SetTAPOwner(nsPath, tap string, owner Owner) error {
 	})
 }
 
+// ReturnTAP gives the TAP tap of the namespace at nsPath back to root (as netlink makes
+// TAPs; the kernel knows no way back to "no owner"): a TAP the jail did not make outlives
+// the jail (a pod's), and must not stay attachable by a uid that will be handed to another
+// jail. A namespace or TAP already gone is not an error.
+func ReturnTAP(nsPath, tap string) error {
+	if err := SetTAPOwner(nsPath, tap, Owner{}); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 func setTAPOwner(tap string, owner Owner) error {
+	// TUNSETIFF as root makes a TAP that does not exist: look first, so that a missing
+	// one is an error and nothing is added to a namespace that is not ours.
+	l, err := netlink.LinkByName(tap)
+	if missing := (netlink.LinkNotFoundError{}); errors.As(err, &missing) {
+		return fmt.Errorf("tap %s: %w", tap, os.ErrNotExist)
+	}
+	if err != nil {
+		return fmt.Errorf("tap %s: %w", tap, err)
+	}
+	if l.Type() != "tuntap" {
+		return fmt.Errorf("tap %s: a %s, not a TAP", tap, l.Type())
+	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("tap %s: %w", tap, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -80,6 +81,29 @@ func TestNetNS(t *testing.T) {
 		if err != nil || l.Attrs().MasterIndex != br.Attrs().Index {
 			t.Errorf("%s not in %s: %v", ifname, netnsBridge, err)
 		}
+	}
+	// Given back: root's again. A TAP or namespace that is gone is nothing to give back,
+	// and is never made (TUNSETIFF as root would make the TAP).
+	if err := ReturnTAP(n.Path, TAP); err != nil {
+		t.Fatal(err)
+	}
+	if tap, err = in.LinkByName(TAP); err != nil || tap.(*netlink.Tuntap).Owner != 0 || tap.(*netlink.Tuntap).Group != 0 {
+		t.Errorf("tap0 after ReturnTAP: %+v %v, want owned by root", tap, err)
+	}
+	if err := SetTAPOwner(n.Path, "nope0", owner); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("SetTAPOwner of a missing TAP: %v", err)
+	}
+	if err := ReturnTAP(n.Path, "nope0"); err != nil {
+		t.Errorf("ReturnTAP of a missing TAP: %v", err)
+	}
+	if _, err := in.LinkByName("nope0"); err == nil {
+		t.Error("nope0 was made")
+	}
+	if err := ReturnTAP(n.Path+"-gone", TAP); err != nil {
+		t.Errorf("ReturnTAP in a missing namespace: %v", err)
+	}
+	if err := SetTAPOwner(n.Path, netnsVeth, owner); err == nil || !strings.Contains(err.Error(), "not a TAP") {
+		t.Errorf("SetTAPOwner of a veth: %v", err)
 	}
 	host.Run(t, n.Remove)
 	if _, err := os.Stat(n.Path); !errors.Is(err, os.ErrNotExist) {

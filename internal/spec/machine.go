@@ -92,6 +92,10 @@ type AttachedNIC struct {
 	Gateway netip.Addr   `json:"gateway,omitzero"`
 	MTU     int          `json:"mtu,omitempty"`
 	DNS     []netip.Addr `json:"dns,omitempty"`
+	// NetNS is the network namespace TAP is in, bound at a path (the pod's, as the OCI
+	// spec names it): a VMM that runs in a namespace of its own (jailed Firecracker) joins
+	// this one to open TAP. "" is the supervisor's own namespace.
+	NetNS string `json:"netns,omitempty"`
 }
 
 // Validate checks an attached NIC.
@@ -110,6 +114,9 @@ func (n *AttachedNIC) Validate() error {
 	}
 	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 65535) {
 		return fmt.Errorf("attached_nic.mtu: %d, want 576 to 65535", n.MTU)
+	}
+	if n.NetNS != "" && !filepath.IsAbs(n.NetNS) {
+		return fmt.Errorf("attached_nic.netns: %q is not an absolute path", n.NetNS)
 	}
 	return nil
 }

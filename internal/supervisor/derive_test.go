@@ -27,13 +27,14 @@ func TestGuestConfigRlimits(t *testing.T) {
 func TestAttachedNICReachesTheGuestAndTheVMM(t *testing.T) {
 	m := &spec.Machine{ID: "0123456789ab", Mode: spec.ModeApp, Process: spec.Process{Cmd: []string{"true"}},
 		AttachedNIC: &spec.AttachedNIC{TAP: "fgtap0", MAC: "0a:58:0a:58:00:05", Address: netip.MustParsePrefix("10.88.0.5/16"),
-			Gateway: netip.MustParseAddr("10.88.0.1"), MTU: 1450, DNS: []netip.Addr{netip.MustParseAddr("10.96.0.10")}}}
+			Gateway: netip.MustParseAddr("10.88.0.1"), MTU: 1450, DNS: []netip.Addr{netip.MustParseAddr("10.96.0.10")},
+			NetNS: "/var/run/netns/cni-1"}}
 	vm := &VM{Machine: m}
 	want := &vmconfig.Network{MAC: "0a:58:0a:58:00:05", Address: "10.88.0.5/16", Gateway: "10.88.0.1", MTU: 1450, DNS: []string{"10.96.0.10"}}
 	if got := vm.guestNetwork(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("guest network: got %+v, want %+v", got, want)
 	}
-	if nics := vm.nics(); len(nics) != 1 || nics[0] != (vmm.NIC{TAP: "fgtap0", MAC: "0a:58:0a:58:00:05"}) {
+	if nics := vm.nics(); len(nics) != 1 || nics[0] != (vmm.NIC{TAP: "fgtap0", MAC: "0a:58:0a:58:00:05", NetNS: "/var/run/netns/cni-1"}) {
 		t.Fatalf("nics: %+v", nics)
 	}
 }

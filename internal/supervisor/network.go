@@ -73,7 +73,7 @@ func (vm *VM) guestNetwork() *vmconfig.Network {
 
 func (vm *VM) nics() []vmm.NIC {
 	if a := vm.Machine.AttachedNIC; a != nil {
-		return []vmm.NIC{{TAP: a.TAP, MAC: a.MAC}}
+		return []vmm.NIC{{TAP: a.TAP, MAC: a.MAC, NetNS: a.NetNS}}
 	}
 	if !vm.net.allocated() {
 		return nil

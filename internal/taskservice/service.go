@@ -33,13 +33,11 @@ import (
 
 	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/assets/resolve"
-	"github.com/firegopher/firegopher/internal/backends"
 	"github.com/firegopher/firegopher/internal/bundle"
 	"github.com/firegopher/firegopher/internal/podnet"
 	"github.com/firegopher/firegopher/internal/snapdisk"
 	"github.com/firegopher/firegopher/internal/spec"
 	"github.com/firegopher/firegopher/internal/supervisor"
-	"github.com/firegopher/firegopher/internal/vmm"
 )
 
 // RuntimeName is the runtime containerd knows the shim by.
@@ -67,12 +65,8 @@ type Config struct {
 	Host *supervisor.Host
 	// Init is the firegopher-init binary.
 	Init string
-	// VMM is the backend containers' VMs run on.
+	// VMM is the backend containers' VMs run on, with or without their pod's network.
 	VMM spec.VMM
-	// VMMIsDefault says VMM is the host's default rather than asked for: a container that
-	// takes its pod's network, which VMM may not be able to give (podNetworkVMM), then
-	// runs on QEMU rather than being refused.
-	VMMIsDefault bool
 	// Rootfs builds and caches containers' root disks.
 	Rootfs *snapdisk.Cache
 	Log    *slog.Logger
@@ -249,11 +243,6 @@ func (s *Service) createVM(ctx context.Context, log *slog.Logger, c *container, 
 	}
 	if err := s.attachPodNetwork(log, c, oci, m); err != nil {
 		return err
-	}
-	if m.AttachedNIC != nil {
-		if err := s.podNetworkVMM(log, m); err != nil {
-			return err
-		}
 	}
 	disk, err := s.cfg.Rootfs.Build(ctx, mounts, rootPath)
 	if err != nil {
@@ -678,30 +667,10 @@ func (s *Service) attachPodNetwork(log *slog.Logger, c *container, oci *specs.Sp
 		s.mu.Unlock()
 		return fmt.Errorf("pod network: %w", err)
 	}
+	// The VMM opens the TAP in this namespace: QEMU as our child, jailed Firecracker by
+	// joining it (by the path the OCI spec gives, which outlives any process).
+	nic.NetNS = path
 	m.AttachedNIC = nic
-	return nil
-}
-
-// podNetworkVMM makes m, which has the pod's network, run on a backend that can open the
-// pod's TAP. The TAP is in the shim's network namespace (the pod's); a backend that runs
-// each VMM in a network namespace of its own (vmm.Caps.NetNS: Firecracker under its
-// jailer) looks for it there and cannot reach it — not wired yet. Such a backend gives
-// way to QEMU when it was only the default, and is refused when it was asked for.
-func (s *Service) podNetworkVMM(log *slog.Logger, m *spec.Machine) error {
-	b, err := s.cfg.Host.Backend(m.VMM)
-	if err != nil {
-		return err
-	}
-	if !b.Caps().NetNS {
-		return nil
-	}
-	if !s.cfg.VMMIsDefault {
-		return errdefs.ToGRPCf(errdefs.ErrNotImplemented,
-			"pod network: %s runs each VM in a network namespace of its own and cannot open the pod's TAP yet; set %s=qemu for pods",
-			m.VMM.Backend, backends.VMMEnv)
-	}
-	log.Info("vmm: "+vmm.QEMU, "why", "the pod's network needs a VMM in the pod's network namespace, and "+m.VMM.Backend+" runs each VM in one of its own")
-	m.VMM.Backend = vmm.QEMU
 	return nil
 }
 

@@ -28,6 +28,11 @@ type Disk struct {
 type NIC struct {
 	TAP string
 	MAC string
+	// NetNS is the network namespace TAP is in, bound at a path (a Kubernetes pod's, made
+	// by the CRI), when it is not the VMM's own: a backend whose VMM runs in a namespace of
+	// its own (Caps.NetNS) runs that VM's VMM in this one instead; QEMU opens its TAPs in
+	// the caller's namespace, which must be this one. "" for the VMM's own.
+	NetNS string
 }
 
 // Spec is one VM to start. Paths are absolute.
@@ -86,7 +91,8 @@ type Caps struct {
 	Overlays bool
 	// NetNS: each VM's VMM runs in a network namespace of its own, which the caller makes
 	// before Start (jail.CreateNetNS with the name jail.NetNSName(ID)); the NICs' TAPs
-	// are names inside it (jail.TAP). Firecracker under its jailer.
+	// are names inside it (jail.TAP), unless NIC.NetNS names the namespace they are in.
+	// Firecracker under its jailer.
 	NetNS bool
 }
 

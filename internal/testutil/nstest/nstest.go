@@ -78,6 +78,9 @@ func New(t testing.TB, prefix string) *NS {
 	return ns
 }
 
+// Path is where the namespace is bound (as the CRI gives a pod's namespace in the OCI spec).
+func (ns *NS) Path() string { return "/run/netns/" + ns.Name }
+
 // Do runs fn inside the namespace and returns its error.
 func (ns *NS) Do(fn func() error) error {
 	return onThread(func() error {

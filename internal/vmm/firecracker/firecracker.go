@@ -18,8 +18,10 @@
 // package jail): its own uid/gid, a chroot holding links of the VM's files, every API body
 // naming in-jail paths, a PID namespace of its own in which it is pid 1 and still our child,
 // cgroup v2 limits, the VM's network namespace. All of it is removed when Firecracker exits,
-// or by Jailer.Reclaim after a crash. The tests run against doubles of both releases built
-// from fctest.
+// or by Jailer.Reclaim after a crash. A NIC whose TAP is in a namespace of someone else's
+// (vmm.NIC.NetNS: a Kubernetes pod's) has Firecracker join that one instead; that namespace
+// and TAP are never removed, the TAP is only lent to the jail's uid. The tests run against
+// doubles of both releases built from fctest.
 package firecracker
 
 import (
@@ -166,7 +168,8 @@ func (b *Backend) Cmdline(spec vmm.Spec) string {
 }
 
 // Caps: Firecracker answers virtio-blk GET_ID with an id of its own, not drive_id. Jailed
-// with a network namespace per VM, its TAPs live in that namespace.
+// with a network namespace per VM, its TAPs live in that namespace (or in the one a NIC
+// names).
 func (b *Backend) Caps() vmm.Caps {
 	return vmm.Caps{NetNS: b.Jailer != nil && b.Jailer.NetNS != nil}
 }

@@ -39,7 +39,9 @@ type Jailer struct {
 	NoFile int
 	// NetNS names the network namespace VM id's Firecracker joins (jail.NetNSPath, made by
 	// jail.CreateNetNS); nil or "" for none. The spec's TAPs are looked for in it, and are
-	// given to the jail's owner before the jailer starts.
+	// given to the jail's owner before the jailer starts. A NIC that names its own
+	// namespace (vmm.NIC.NetNS: a pod's) is looked for there instead, and Firecracker joins
+	// that one; its TAP is given back to root when the VM ends, and neither is removed.
 	NetNS func(id string) string
 
 	versionMu sync.Mutex // guards Version's detection
@@ -201,15 +203,28 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 			cleanup()
 		}
 	}()
-	var netnsPath string
+	var ownNetNS string
 	if jr.NetNS != nil {
-		netnsPath = jr.NetNS(spec.ID)
+		ownNetNS = jr.NetNS(spec.ID)
+	}
+	netnsPath, foreign, err := nicNetNS(spec.NICs, ownNetNS)
+	if err != nil {
+		return nil, err
+	}
+	if foreign {
+		// The TAPs are someone else's (a pod's) and outlive the jail: they are handed back
+		// to root when it goes, never deleted (nor is their namespace).
+		jailCleanup := cleanup
+		cleanup = func() {
+			for _, n := range spec.NICs {
+				if err := jail.ReturnTAP(netnsPath, n.TAP); err != nil {
+					log.Error("give the TAP back to root", "tap", n.TAP, "netns", netnsPath, "error", err)
+				}
+			}
+			jailCleanup()
+		}
 	}
 	for _, n := range spec.NICs {
-		if netnsPath == "" {
-			// Firecracker could open a host TAP, but only one anybody may attach to.
-			return nil, fmt.Errorf("firecracker: NIC %s: a jailed VM's TAP lives in its network namespace, and it has none", n.TAP)
-		}
 		if err := jail.SetTAPOwner(netnsPath, n.TAP, owner); err != nil {
 			return nil, fmt.Errorf("firecracker: NIC %s: %w", n.TAP, err)
 		}
@@ -255,6 +270,35 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 		},
 		cleanup: cleanup,
 	}, nil
+}
+
+// nicNetNS is the network namespace a jailed VM's Firecracker joins to open its NICs'
+// TAPs: the one they name (NIC.NetNS: a pod's, foreign says so), else own, the VM's own
+// (Jailer.NetNS; "" for none), which a VM without NICs joins too. The jailer joins one namespace: NICs in two are refused,
+// and so is a NIC with no namespace to find its TAP in (Firecracker could open a TAP in
+// ours, but only one that any uid may attach to).
+func nicNetNS(nics []vmm.NIC, own string) (path string, foreign bool, err error) {
+	if len(nics) == 0 {
+		return own, false, nil
+	}
+	for _, n := range nics {
+		ns := n.NetNS
+		if ns == "" {
+			ns = own
+		}
+		switch {
+		case ns == "":
+			return "", false, fmt.Errorf("firecracker: NIC %s: a jailed VM's TAP lives in a network namespace the jailer joins, and it has none", n.TAP)
+		case path != "" && ns != path:
+			return "", false, fmt.Errorf("firecracker: NIC %s: its TAP is in network namespace %s, another NIC's in %s: a jailed VM joins one", n.TAP, ns, path)
+		}
+		path = ns
+		foreign = foreign || n.NetNS != ""
+	}
+	if foreign && own != "" && own != path {
+		return "", false, fmt.Errorf("firecracker: NICs in network namespace %s, and the VM has one of its own, %s: a jailed VM joins one", path, own)
+	}
+	return path, foreign, nil
 }
 
 // Jails lists the ids of every VM this jailer has something of: an owner allocated or a
