@@ -60,6 +60,10 @@ type VM struct {
 	instance vmm.Instance
 	guest    *agent.Conn
 	guestRaw net.Conn
+	// template is the snapshot template the VM restores from ("" : it cold-boots), and
+	// baseInitrd the initramfs both were started with.
+	template   string
+	baseInitrd string
 
 	// volumes are the named volumes held, volumeFiles the host directories' drives built.
 	volumes     []*volume.Attachment

@@ -229,6 +229,11 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	return b.start(spec, b.Args(spec))
+}
+
+// start runs QEMU with args for spec: its control listener, console log and stderr log.
+func (b *Backend) start(spec vmm.Spec, args []string) (*instance, error) {
 	var control net.Listener
 	if !spec.NoControl {
 		var err error
@@ -245,7 +250,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 			stderr.Close()
 		} else {
 			var proc *vmm.Process
-			proc, err = vmm.StartProcessWith(spec, b.Path, b.Args(spec), stderr, vmm.ProcessOptions{Console: console})
+			proc, err = vmm.StartProcessWith(spec, b.Path, args, stderr, vmm.ProcessOptions{Console: console})
 			if err == nil {
 				inst.Running = vmm.Run(proc, control, func() { console.Close(); os.Remove(qmp) })
 				return inst, nil

@@ -1,0 +1,232 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/firegopher/firegopher/internal/vmm"
+)
+
+// Snapshot templates (vmm.Snapshotter) on q35: the template guest boots with every device a
+// restored VM shares (RNG, virtio-serial control port) and empty PCIe root ports; a restore
+// starts QEMU with the same command line, loads the saved state, hot-plugs the VM's own
+// disks and NICs into those ports and only then lets the guest run. QEMU 7.2 (Debian 12)
+// has no file: migration URI, so the state goes through exec:cat.
+
+// TemplateFile is the saved guest in a template directory.
+const TemplateFile = "state.mig"
+
+// templatePorts is how many disks and NICs together a restored VM can have.
+const templatePorts = 8
+
+// templateLayout names the template's device set; change it whenever templateArgs changes
+// what the guest sees, so that old templates are never restored into a new layout.
+const templateLayout = "q35-rng-vser-rp8-v1"
+
+// migrateTimeout bounds saving or loading a template.
+const migrateTimeout = 2 * time.Minute
+
+var _ vmm.Snapshotter = (*Backend)(nil)
+
+var qemuVersion struct {
+	once sync.Once
+	v    string
+	err  error
+}
+
+// TemplateID is the accelerator, QEMU's exact version line and the template device set.
+func (b *Backend) TemplateID() (string, error) {
+	qemuVersion.once.Do(func() {
+		out, err := exec.Command(b.Path, "-version").Output()
+		if err != nil {
+			qemuVersion.err = fmt.Errorf("%s -version: %w", b.Path, err)
+			return
+		}
+		qemuVersion.v, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
+	})
+	if qemuVersion.err != nil {
+		return "", qemuVersion.err
+	}
+	return fmt.Sprintf("qemu-%s %s %s", b.Accel, qemuVersion.v, templateLayout), nil
+}
+
+// CanTemplate: q35 (TCG) guests with our control channel and few enough disks and NICs.
+// microvm has no PCI bus to hot-plug into.
+func (b *Backend) CanTemplate(spec vmm.Spec) error {
+	switch {
+	case b.Accel != AccelTCG || spec.MMIO:
+		return errors.New("templates need q35 (TCG): microvm has no bus to hot-plug disks into")
+	case spec.NoControl:
+		return errors.New("templates need our init and its control channel")
+	case len(spec.Disks)+len(spec.NICs) > templatePorts:
+		return fmt.Errorf("templates have %d ports for disks and NICs, this VM needs %d", templatePorts, len(spec.Disks)+len(spec.NICs))
+	}
+	return nil
+}
+
+// templateArgs is the command line of a template and of every VM restored from it: the
+// same devices in the same order, no disks or NICs, templatePorts empty root ports.
+func (b *Backend) templateArgs(spec vmm.Spec) []string {
+	spec.Disks, spec.NICs = nil, nil
+	args := b.Args(spec)
+	for i := 0; i < templatePorts; i++ {
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,slot=%d", rootPort(i), i+1, i+1))
+	}
+	return args
+}
+
+func rootPort(i int) string { return fmt.Sprintf("rp%d", i) }
+
+// CreateTemplate boots the template guest, waits until parked says it waits for its
+// config, and saves it (stopped, then one pass of its memory) into dir/TemplateFile.
+func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string, parked func(context.Context, net.Conn) error) error {
+	if err := b.CanTemplate(spec); err != nil {
+		return err
+	}
+	if strings.ContainsRune(dir, '\'') {
+		return fmt.Errorf("template dir %q: a quote cannot pass QEMU's exec: migration", dir)
+	}
+	spec.Dir = dir
+	spec.ConsoleLog = filepath.Join(dir, "console.log")
+	inst, err := b.start(spec, b.templateArgs(spec))
+	if err != nil {
+		return err
+	}
+	defer func() { inst.Kill(); inst.Ended() }()
+	conn, err := inst.Control(ctx)
+	if err != nil {
+		return fmt.Errorf("template guest: %w", err)
+	}
+	defer conn.Close() // after the save: the port stays connected in the saved state
+	if err := parked(ctx, conn); err != nil {
+		return fmt.Errorf("template guest: %w", inst.explain(err))
+	}
+	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	q, err := dialQMP(ctx, inst.qmp, inst.Proc.Done())
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	dst := filepath.Join(dir, TemplateFile)
+	for _, c := range []struct {
+		cmd  string
+		args any
+	}{
+		{"stop", nil},
+		{"migrate-set-capabilities", migrationEvents},
+		{"migrate", map[string]any{"uri": "exec:cat > '" + dst + "'"}},
+	} {
+		if _, err := q.execute(c.cmd, c.args); err != nil {
+			return fmt.Errorf("save template: %w", err)
+		}
+	}
+	if err := q.migrated(); err != nil {
+		return fmt.Errorf("save template: %w", inst.explain(err))
+	}
+	return nil
+}
+
+var migrationEvents = map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}}}
+
+// Restore starts QEMU paused (-S) waiting for a migration, feeds it the template, attaches
+// spec's NICs and disks into the template's root ports, and resumes the guest.
+func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := b.CanTemplate(spec); err != nil {
+		return nil, err
+	}
+	// Opened here and named to cat by /proc: a template removed meanwhile (assets gc)
+	// still restores whole.
+	state, err := os.Open(filepath.Join(dir, TemplateFile))
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	defer state.Close()
+	inst, err := b.start(spec, append(b.templateArgs(spec), "-S", "-incoming", "defer"))
+	if err != nil {
+		return nil, err
+	}
+	if err := inst.restore(ctx, spec, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), state.Fd())); err != nil {
+		inst.Kill()
+		inst.Ended()
+		return nil, fmt.Errorf("restore: %w", inst.explain(err))
+	}
+	return inst, nil
+}
+
+func (i *instance) restore(ctx context.Context, spec vmm.Spec, state string) error {
+	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	q, err := dialQMP(ctx, i.qmp, i.Proc.Done())
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	if _, err := q.execute("migrate-set-capabilities", migrationEvents); err != nil {
+		return err
+	}
+	if _, err := q.execute("migrate-incoming", map[string]any{"uri": "exec:cat " + state}); err != nil {
+		return err
+	}
+	if err := q.migrated(); err != nil {
+		return err
+	}
+	port := 0
+	// NICs first: a guest waits for its root disk before anything else, so by then the
+	// NIC has had the longest time to appear.
+	for n, nic := range spec.NICs {
+		id := fmt.Sprintf("net%d", n)
+		if _, err := q.execute("netdev_add", map[string]any{"type": "tap", "id": id, "ifname": nic.TAP, "script": "no", "downscript": "no"}); err != nil {
+			return err
+		}
+		if _, err := q.execute("device_add", map[string]any{"driver": "virtio-net-pci", "id": "v" + id, "netdev": id, "mac": nic.MAC, "bus": rootPort(port)}); err != nil {
+			return err
+		}
+		port++
+	}
+	for n, d := range spec.Disks {
+		id := fmt.Sprintf("disk%d", n)
+		format := "raw"
+		if d.Format != "" {
+			format = d.Format
+		}
+		if _, err := q.execute("blockdev-add", map[string]any{
+			"node-name": id, "driver": format, "read-only": d.ReadOnly,
+			"file": map[string]any{"driver": "file", "filename": d.Path},
+		}); err != nil {
+			return err
+		}
+		dev := map[string]any{"driver": "virtio-blk-pci", "id": "v" + id, "drive": id, "bus": rootPort(port)}
+		if d.Serial != "" {
+			dev["serial"] = d.Serial
+		}
+		if _, err := q.execute("device_add", dev); err != nil {
+			return err
+		}
+		port++
+	}
+	_, err = q.execute("cont", nil)
+	return err
+}
+
+// explain adds QEMU's own last words to err when it has exited.
+func (i *instance) explain(err error) error {
+	if !i.Proc.Exited() {
+		return err
+	}
+	if werr := i.Wait(); werr != nil {
+		return fmt.Errorf("%w (%v)", err, werr)
+	}
+	return err
+}
