@@ -158,6 +158,12 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 	if b.Accel == AccelKVM || spec.MMIO {
 		machine, bus = "microvm,accel="+string(b.Accel)+",acpi=on", "device"
 	}
+	// One TCG thread per vCPU. QEMU refuses -accel beside -machine accel=, so then the
+	// machine names none.
+	multiTCG := b.Accel == AccelTCG && spec.CPUs > 1
+	if multiTCG {
+		machine = strings.Replace(strings.Replace(machine, "accel=tcg,", "", 1), ",accel=tcg", "", 1)
+	}
 	args := []string{
 		"-name", "firegopher-" + spec.ID,
 		"-machine", machine,
@@ -181,7 +187,7 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		// before it resets (1.5 s more), and Ctrl-Alt-Del (Shutdown) has nowhere to go.
 		args = append(args, "-device", "i8042")
 	}
-	if b.Accel == AccelTCG && spec.CPUs > 1 {
+	if multiTCG {
 		args = append(args, "-accel", "tcg,thread=multi")
 	}
 	if spec.Initrd != "" {

@@ -18,7 +18,7 @@ func TestArgsTCGUsesQ35AndVirtioPCI(t *testing.T) {
 		Dir:   "/run", ConsoleLog: "/run/console.log",
 	}), " ")
 	for _, want := range []string{
-		"-machine q35,accel=tcg", "-smp 2", "-m 512M", "-no-reboot", "-accel tcg,thread=multi",
+		"-machine q35 ", "-smp 2", "-m 512M", "-no-reboot", "-accel tcg,thread=multi",
 		"file=/d,,with,,commas", "virtio-blk-pci,drive=disk0,serial=root",
 		"tap,id=net0,ifname=tap0123456789a,script=no,downscript=no", "virtio-net-pci,netdev=net0,mac=02:fc:00:00:00:01",
 		"socket,id=ctl,path=/run/control.sock", "reboot=k", "firegopher.control=virtio-serial:org.firegopher.ctl", "qmp.sock,server=on,wait=off", "name=org.firegopher.ctl",
