@@ -70,7 +70,8 @@ func (b *boot) stage1() {
 	b.session = guest.NewSession(ctl, nil, log)
 	b.must("greet the host", b.session.Hello())
 	cfg, err := vmconfig.Load(vmconfig.Path)
-	if errors.Is(err, os.ErrNotExist) {
+	restored := errors.Is(err, os.ErrNotExist)
+	if restored {
 		// No config in the initrd: this is a snapshot template, parked here until it is
 		// saved; each VM restored from it wakes up in this read and is told who it is.
 		cfg, err = guest.ReceiveConfig(ctl)
@@ -86,6 +87,9 @@ func (b *boot) stage1() {
 	b.must("read config", err)
 	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().Disk(ctx, cfg.Root) })
 	b.must("find root disk", err)
+	if restored {
+		b.must("forget the template's root disk", guest.ForgetBlockCache(rootDev))
+	}
 	self, err := unix.Open("/init", unix.O_PATH, 0)
 	b.must("open /init", err)
 	b.must("mount root disk", guest.MountRoot(rootDev, cfg.Root.FSType, newRoot))

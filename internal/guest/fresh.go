@@ -73,6 +73,24 @@ func AddEntropy(dev string, data []byte) error {
 	return nil
 }
 
+// blkFlsBuf is BLKFLSBUF, _IO(0x12, 97): write back and drop a block device's buffers.
+const blkFlsBuf = 0x1261
+
+// ForgetBlockCache drops what the kernel cached of block device dev. A template's guest
+// probed its root disk device while a placeholder was behind it; the restored guest has its
+// own disk there and must read it afresh.
+func ForgetBlockCache(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), blkFlsBuf, 0); errno != 0 {
+		return fmt.Errorf("BLKFLSBUF %s: %w", dev, errno)
+	}
+	return nil
+}
+
 // WriteMachineID writes id as root's /etc/machine-id (nothing when id is empty).
 func WriteMachineID(root, id string) error {
 	if id == "" {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -49,9 +50,13 @@ func prepareTemplate(ctx context.Context, vm *VM) error {
 		vm.Log.Warn("snapshot templates unavailable: cold boot", "error", err)
 		return nil
 	}
+	root, err := os.Stat(m.Assets.Rootfs)
+	if err != nil {
+		return err
+	}
 	k := TemplateKey{
 		Backend: id, Kernel: string(vm.kernelDigest()), Initrd: filepath.Base(base),
-		Cmdline: s.Cmdline, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB,
+		Cmdline: s.Cmdline, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, RootSize: root.Size(),
 	}
 	templates := &Templates{Dir: filepath.Join(vm.Store.Root(), "templates"), Log: vm.Log}
 	start := time.Now()

@@ -31,6 +31,9 @@ type TemplateKey struct {
 	Cmdline   string `json:"cmdline"`
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`
+	// RootSize is the root disk's size in bytes: the template's guest has probed its
+	// device already.
+	RootSize int64 `json:"root_size"`
 }
 
 // Name is the template's directory name: a digest of the whole key.

@@ -16,7 +16,7 @@ import (
 )
 
 func testKey() TemplateKey {
-	return TemplateKey{Backend: "qemu-tcg QEMU 7.2 layout", Kernel: "sha256:k", Initrd: "i", Cmdline: "c", CPUs: 1, MemoryMiB: 512}
+	return TemplateKey{Backend: "qemu-tcg QEMU 7.2 layout", Kernel: "sha256:k", Initrd: "i", Cmdline: "c", CPUs: 1, MemoryMiB: 512, RootSize: 1 << 30}
 }
 
 func TestTemplateKeyEveryFieldCounts(t *testing.T) {
@@ -28,7 +28,7 @@ func TestTemplateKeyEveryFieldCounts(t *testing.T) {
 		switch f.Kind() {
 		case reflect.String:
 			f.SetString(f.String() + "x")
-		case reflect.Int:
+		case reflect.Int, reflect.Int64:
 			f.SetInt(f.Int() + 1)
 		default:
 			t.Fatalf("field %s: kind %s not covered", v.Type().Field(i).Name, f.Kind())

@@ -2,8 +2,10 @@ package qemu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,20 +18,27 @@ import (
 )
 
 // Snapshot templates (vmm.Snapshotter) on q35: the template guest boots with every device a
-// restored VM shares (RNG, virtio-serial control port) and empty PCIe root ports; a restore
-// starts QEMU with the same command line, loads the saved state, hot-plugs the VM's own
-// disks and NICs into those ports and only then lets the guest run. QEMU 7.2 (Debian 12)
-// has no file: migration URI, so the state goes through exec:cat.
+// restored VM shares (RNG, virtio-serial control port, the root disk's virtio-blk device on
+// an empty placeholder of the root's size) and empty PCIe root ports; a restore starts QEMU
+// with the same command line but the VM's own root disk behind that device (a migration
+// never carries a disk's backing, only the device's state), loads the saved state,
+// hot-plugs the VM's other disks and its NICs into the root ports and only then lets the
+// guest run. The root disk is there from the first instruction: no hot-plug to wait for.
+// QEMU 7.2 (Debian 12) has no file: migration URI, so the state goes through exec:cat.
 
 // TemplateFile is the saved guest in a template directory.
 const TemplateFile = "state.mig"
 
-// templatePorts is how many disks and NICs together a restored VM can have.
+// templatePorts is how many disks besides the root and NICs together a restored VM can have.
 const templatePorts = 8
+
+// placeholderFile is the template's root disk while it boots: sparse, never read beyond
+// the kernel's partition scan, removed once the template is saved.
+const placeholderFile = "root.placeholder"
 
 // templateLayout names the template's device set; change it whenever templateArgs changes
 // what the guest sees, so that old templates are never restored into a new layout.
-const templateLayout = "q35-rng-vser-rp8-v1"
+const templateLayout = "q35-rng-vser-root-rp8-v2"
 
 // migrateTimeout bounds saving or loading a template.
 const migrateTimeout = 2 * time.Minute
@@ -66,16 +75,18 @@ func (b *Backend) CanTemplate(spec vmm.Spec) error {
 		return errors.New("templates need q35 (TCG): microvm has no bus to hot-plug disks into")
 	case spec.NoControl:
 		return errors.New("templates need our init and its control channel")
-	case len(spec.Disks)+len(spec.NICs) > templatePorts:
-		return fmt.Errorf("templates have %d ports for disks and NICs, this VM needs %d", templatePorts, len(spec.Disks)+len(spec.NICs))
+	case len(spec.Disks) == 0:
+		return errors.New("templates need a root disk")
+	case len(spec.Disks)-1+len(spec.NICs) > templatePorts:
+		return fmt.Errorf("templates have %d ports for volumes and NICs, this VM needs %d", templatePorts, len(spec.Disks)-1+len(spec.NICs))
 	}
 	return nil
 }
 
 // templateArgs is the command line of a template and of every VM restored from it: the
-// same devices in the same order, no disks or NICs, templatePorts empty root ports.
+// same devices in the same order, the root disk only, templatePorts empty root ports.
 func (b *Backend) templateArgs(spec vmm.Spec) []string {
-	spec.Disks, spec.NICs = nil, nil
+	spec.Disks, spec.NICs = spec.Disks[:1], nil
 	args := b.Args(spec)
 	for i := 0; i < templatePorts; i++ {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d,slot=%d", rootPort(i), i+1, i+1))
@@ -94,6 +105,19 @@ func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string,
 	if strings.ContainsRune(dir, '\'') {
 		return fmt.Errorf("template dir %q: a quote cannot pass QEMU's exec: migration", dir)
 	}
+	size, err := DiskSize(spec.Disks[0])
+	if err != nil {
+		return err
+	}
+	placeholder := filepath.Join(dir, placeholderFile)
+	if err := os.WriteFile(placeholder, nil, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(placeholder) // after QEMU has ended (deferred below)
+	if err := os.Truncate(placeholder, size); err != nil {
+		return err
+	}
+	spec.Disks = []vmm.Disk{{Path: placeholder, Serial: spec.Disks[0].Serial}}
 	spec.Dir = dir
 	spec.ConsoleLog = filepath.Join(dir, "console.log")
 	inst, err := b.start(spec, b.templateArgs(spec))
@@ -195,8 +219,8 @@ func (i *instance) restore(ctx context.Context, spec vmm.Spec, state string) err
 		}
 		port++
 	}
-	for n, d := range spec.Disks {
-		id := fmt.Sprintf("disk%d", n)
+	for n, d := range spec.Disks[1:] {
+		id := fmt.Sprintf("disk%d", n+1)
 		format := "raw"
 		if d.Format != "" {
 			format = d.Format
@@ -218,6 +242,28 @@ func (i *instance) restore(ctx context.Context, spec vmm.Spec, state string) err
 	}
 	_, err = q.execute("cont", nil)
 	return err
+}
+
+// DiskSize is the size the guest sees of d: the file's for raw, the virtual size in the
+// header of a qcow2 image.
+func DiskSize(d vmm.Disk) (int64, error) {
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if d.Format != "qcow2" {
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	var hdr [32]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil || string(hdr[:4]) != "QFI\xfb" {
+		return 0, fmt.Errorf("%s: not a qcow2 image", d.Path)
+	}
+	return int64(binary.BigEndian.Uint64(hdr[24:32])), nil
 }
 
 // explain adds QEMU's own last words to err when it has exited.
