@@ -22,6 +22,9 @@ import (
 // freshEntropy is how much host randomness a restored guest's RNG gets.
 const freshEntropy = 64
 
+// maxChannelConfig leaves room in one frame for the fresh entropy and clock.
+const maxChannelConfig = agent.MaxPayload - 4096
+
 // prepareTemplate decides whether the VM restores from a snapshot template and finds or
 // builds it. A machine that did not ask, a backend without snapshots or a VM the templates
 // cannot hold (say why at debug) cold-boots; so does one whose template could not be built
@@ -34,6 +37,13 @@ func prepareTemplate(ctx context.Context, vm *VM) error {
 	snap, ok := vm.Backend.(vmm.Snapshotter)
 	if !ok {
 		vm.Log.Debug("cold boot", "reason", vm.Backend.Name()+" has no snapshot templates")
+		return nil
+	}
+	// The config travels in one frame; one bigger than that (--copy of large files) goes
+	// in the initrd of a cold boot.
+	cfg := GuestConfig(m, vm.Backend.Caps(), vm.net.guestNetwork(m.Network))
+	if data, err := cfg.Marshal(); err == nil && len(data) > maxChannelConfig {
+		vm.Log.Debug("cold boot", "reason", fmt.Sprintf("the config (%d bytes) is too big for one control frame", len(data)))
 		return nil
 	}
 	base, err := initrd.Base(vm.Store, vm.kernelDigest(), vm.kernel, m.Assets.Init)
