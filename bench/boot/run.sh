@@ -53,6 +53,6 @@ b=$(median < "$work/bare.ms"); c=$(median < "$work/cold.ms"); w=$(median < "$wor
   echo "| --- | ---: | ---: |"
   echo "| bare qemu-system-x86_64, same vmlinux, busybox initrd that powers off | $b | 1.00 |"
   echo "| cold \`firegopher run --no-snapshot -- true\` (clone rootfs, initrd, boot, modules, switch root, run, report, reboot) | $c | **$(ratio "$c" "$b")** |"
-  echo "| warm \`firegopher run -- true\` (clone rootfs, restore the cached snapshot template, hot-plug the disk, config over the channel, switch root, run, report, reboot) | $w | **$(ratio "$w" "$b")** |"
+  echo "| warm \`firegopher run -- true\` (clone rootfs, restore the cached snapshot template with the clone behind its root device, config over the channel, switch root, run, report, reboot) | $w | **$(ratio "$w" "$b")** |"
   echo
 } | tee -a bench/boot/RESULTS.md
