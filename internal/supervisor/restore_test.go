@@ -18,12 +18,14 @@ import (
 type stubSnapshotter struct {
 	created []vmm.Spec
 	fail    error
+	started []vmm.Spec // cold boots
 }
 
 func (s *stubSnapshotter) Name() string   { return "stub" }
 func (s *stubSnapshotter) Caps() vmm.Caps { return vmm.Caps{DiskSerials: true} }
-func (s *stubSnapshotter) Start(context.Context, vmm.Spec) (vmm.Instance, error) {
-	return nil, errors.New("stub")
+func (s *stubSnapshotter) Start(_ context.Context, sp vmm.Spec) (vmm.Instance, error) {
+	s.started = append(s.started, sp)
+	return nil, errors.New("stub: no VM")
 }
 func (s *stubSnapshotter) TemplateID() (string, error) { return "stub 1", nil }
 func (s *stubSnapshotter) CanTemplate(vmm.Spec) error  { return nil }
@@ -101,5 +103,26 @@ func TestPrepareTemplateColdBoots(t *testing.T) {
 				t.Fatalf("template %q after %d builds, want a cold boot after %d", vm.template, len(b.created), tc.builds)
 			}
 		})
+	}
+}
+
+func TestRestoreFailureBootsCold(t *testing.T) {
+	h := testHost(t)
+	b := &stubSnapshotter{}
+	m := testMachine(t, h, "true")
+	m.VMM.Snapshot = true
+	vm := stubVM(t, h, b, m)
+	if err := prepareTemplate(context.Background(), vm); err != nil || vm.template == "" {
+		t.Fatalf("prepare: %v, template %q", err, vm.template)
+	}
+	// The stub's Restore fails; the VM is then started cold, with an initrd holding its config.
+	if err := startVMM(context.Background(), vm); err == nil || !strings.Contains(err.Error(), "stub: no VM") {
+		t.Fatalf("start: %v, want the cold start's error", err)
+	}
+	if len(b.started) != 1 || b.started[0].Initrd != vm.path(InitrdFile) || vm.template != "" {
+		t.Fatalf("cold starts %v, template %q", b.started, vm.template)
+	}
+	if _, err := os.Stat(vm.path(InitrdFile)); err != nil {
+		t.Fatalf("no per-VM initrd for the cold boot: %v", err)
 	}
 }

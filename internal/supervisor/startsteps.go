@@ -93,7 +93,16 @@ func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
 	if vm.template != "" {
-		return restoreVMM(ctx, vm)
+		err := restoreVMM(ctx, vm)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		// A template that does not restore must not stop the VM: boot it cold.
+		vm.Log.Warn("restore from snapshot template failed: cold boot (assets gc --templates removes templates)", "template", vm.template, "error", err)
+		vm.template = ""
+		if err := writeInitrd(ctx, vm); err != nil {
+			return err
+		}
 	}
 	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.root, vm.VolumesDir, vm.kernel, vm.Store, vm.nics()))
 	if err != nil {
