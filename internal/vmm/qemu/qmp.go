@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmp is a QMP session: commands in order, events kept until someone waits for them.
@@ -80,6 +83,17 @@ func (q *qmp) read() (qmpMessage, error) {
 
 // execute runs one command and returns its result; events that arrive first are kept.
 func (q *qmp) execute(cmd string, args any) (json.RawMessage, error) {
+	return q.executeWithFile(cmd, args, nil)
+}
+
+// passFile hands f to QEMU under name (QMP getfd, the descriptor passed alongside the
+// command): "fd:name" migration URIs then read or write it directly.
+func (q *qmp) passFile(name string, f *os.File) error {
+	_, err := q.executeWithFile("getfd", map[string]any{"fdname": name}, f)
+	return err
+}
+
+func (q *qmp) executeWithFile(cmd string, args any, f *os.File) (json.RawMessage, error) {
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
@@ -88,7 +102,18 @@ func (q *qmp) execute(cmd string, args any) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := q.c.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if f != nil {
+		uc, ok := q.c.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("QMP %s: not a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
+		runtime.KeepAlive(f)
+	} else {
+		_, err = q.c.Write(b)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("QMP %s: %w", cmd, err)
 	}
 	for {

@@ -24,7 +24,8 @@ import (
 // never carries a disk's backing, only the device's state), loads the saved state,
 // hot-plugs the VM's other disks and its NICs into the root ports and only then lets the
 // guest run. The root disk is there from the first instruction: no hot-plug to wait for.
-// QEMU 7.2 (Debian 12) has no file: migration URI, so the state goes through exec:cat.
+// QEMU 7.2 (Debian 12) has no file: migration URI: the state file is passed to QEMU as a
+// descriptor (QMP getfd) and migrated through fd:.
 
 // TemplateFile is the saved guest in a template directory.
 const TemplateFile = "state.mig"
@@ -102,9 +103,6 @@ func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string,
 	if err := b.CanTemplate(spec); err != nil {
 		return err
 	}
-	if strings.ContainsRune(dir, '\'') {
-		return fmt.Errorf("template dir %q: a quote cannot pass QEMU's exec: migration", dir)
-	}
 	size, err := DiskSize(spec.Disks[0])
 	if err != nil {
 		return err
@@ -140,14 +138,21 @@ func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string,
 		return err
 	}
 	defer q.Close()
-	dst := filepath.Join(dir, TemplateFile)
+	dst, err := os.OpenFile(filepath.Join(dir, TemplateFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	if err := q.passFile("template", dst); err != nil {
+		return err
+	}
 	for _, c := range []struct {
 		cmd  string
 		args any
 	}{
 		{"stop", nil},
 		{"migrate-set-capabilities", migrationEvents},
-		{"migrate", map[string]any{"uri": "exec:cat > '" + dst + "'"}},
+		{"migrate", map[string]any{"uri": "fd:template"}},
 	} {
 		if _, err := q.execute(c.cmd, c.args); err != nil {
 			return fmt.Errorf("save template: %w", err)
@@ -170,8 +175,8 @@ func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.I
 	if err := b.CanTemplate(spec); err != nil {
 		return nil, err
 	}
-	// Opened here and named to cat by /proc: a template removed meanwhile (assets gc)
-	// still restores whole.
+	// Opened here and passed to QEMU: a template removed meanwhile (assets gc) still
+	// restores whole.
 	state, err := os.Open(filepath.Join(dir, TemplateFile))
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -181,7 +186,7 @@ func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.I
 	if err != nil {
 		return nil, err
 	}
-	if err := inst.restore(ctx, spec, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), state.Fd())); err != nil {
+	if err := inst.restore(ctx, spec, state); err != nil {
 		inst.Kill()
 		inst.Ended()
 		return nil, fmt.Errorf("restore: %w", inst.explain(err))
@@ -189,7 +194,7 @@ func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.I
 	return inst, nil
 }
 
-func (i *instance) restore(ctx context.Context, spec vmm.Spec, state string) error {
+func (i *instance) restore(ctx context.Context, spec vmm.Spec, state *os.File) error {
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 	q, err := dialQMP(ctx, i.qmp, i.Proc.Done())
@@ -200,7 +205,10 @@ func (i *instance) restore(ctx context.Context, spec vmm.Spec, state string) err
 	if _, err := q.execute("migrate-set-capabilities", migrationEvents); err != nil {
 		return err
 	}
-	if _, err := q.execute("migrate-incoming", map[string]any{"uri": "exec:cat " + state}); err != nil {
+	if err := q.passFile("template", state); err != nil {
+		return err
+	}
+	if _, err := q.execute("migrate-incoming", map[string]any{"uri": "fd:template"}); err != nil {
 		return err
 	}
 	if err := q.migrated(); err != nil {
