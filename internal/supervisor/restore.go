@@ -128,13 +128,14 @@ func restoreVMM(ctx context.Context, vm *VM) error {
 	if err != nil {
 		return err
 	}
-	vm.instance = inst
+	vm.instance, vm.resume = inst, inst.Resume
 	vm.Log.Debug("vmm restored", "backend", vm.Backend.Name(), "pid", inst.Pid(), "template", filepath.Base(vm.template))
 	return nil
 }
 
-// sendConfig tells a restored guest who it is, with randomness and the time of its own.
-func sendConfig(vm *VM) error {
+// sendConfig tells a restored guest who it is, with randomness and the time of its own,
+// and lets it run: the config is queued on the channel before the guest's first instruction.
+func sendConfig(ctx context.Context, vm *VM) error {
 	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.net.guestNetwork(vm.Machine.Network))
 	cfg.Fresh = &vmconfig.Fresh{Entropy: make([]byte, freshEntropy)}
 	if _, err := rand.Read(cfg.Fresh.Entropy); err != nil {
@@ -148,7 +149,7 @@ func sendConfig(vm *VM) error {
 	if err := vm.guest.Send(agent.KindConfig, agent.MainStream, data); err != nil {
 		return fmt.Errorf("send the guest its config: %w", err)
 	}
-	return nil
+	return vm.resume(ctx)
 }
 
 // MachineID is the machine-id of VM id: distinct per VM, stable for its life.

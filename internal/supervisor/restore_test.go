@@ -29,7 +29,7 @@ func (s *stubSnapshotter) Start(_ context.Context, sp vmm.Spec) (vmm.Instance, e
 }
 func (s *stubSnapshotter) TemplateID() (string, error) { return "stub 1", nil }
 func (s *stubSnapshotter) CanTemplate(vmm.Spec) error  { return nil }
-func (s *stubSnapshotter) Restore(context.Context, vmm.Spec, string) (vmm.Instance, error) {
+func (s *stubSnapshotter) Restore(context.Context, vmm.Spec, string) (vmm.Restored, error) {
 	return nil, errors.New("stub")
 }
 func (s *stubSnapshotter) CreateTemplate(_ context.Context, sp vmm.Spec, dir string, _ func(context.Context, net.Conn) error) error {

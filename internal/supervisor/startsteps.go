@@ -138,7 +138,7 @@ func connectGuest(ctx context.Context, vm *VM) error {
 	}
 	vm.guestRaw, vm.guest = c, agent.NewConn(c)
 	if vm.template != "" {
-		return sendConfig(vm)
+		return sendConfig(ctx, vm)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@
 package supervisor
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -64,6 +65,7 @@ type VM struct {
 	// baseInitrd the initramfs both were started with.
 	template   string
 	baseInitrd string
+	resume     func(context.Context) error // lets a restored guest run
 
 	// volumes are the named volumes held, volumeFiles the host directories' drives built.
 	volumes     []*volume.Attachment

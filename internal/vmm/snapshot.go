@@ -22,7 +22,15 @@ type Snapshotter interface {
 	// then saves the guest into dir and ends the VMM. dir also holds the VMM's sockets and
 	// console log meanwhile.
 	CreateTemplate(ctx context.Context, spec Spec, dir string, parked func(context.Context, net.Conn) error) error
-	// Restore starts spec's VM from the template in dir: its own control channel, console,
-	// disks and NICs; the guest resumes where the template was saved.
-	Restore(ctx context.Context, spec Spec, dir string) (Instance, error)
+	// Restore starts spec's VM from the template in dir, with its own control channel,
+	// console, disks and NICs, and leaves the guest paused where the template was saved:
+	// the caller queues the guest's config on the control channel, then resumes it.
+	Restore(ctx context.Context, spec Spec, dir string) (Restored, error)
+}
+
+// Restored is a VM restored from a template whose guest has not run yet.
+type Restored interface {
+	Instance
+	// Resume lets the guest run.
+	Resume(ctx context.Context) error
 }

@@ -166,9 +166,9 @@ func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string,
 
 var migrationEvents = map[string]any{"capabilities": []map[string]any{{"capability": "events", "state": true}}}
 
-// Restore starts QEMU paused (-S) waiting for a migration, feeds it the template, attaches
-// spec's NICs and disks into the template's root ports, and resumes the guest.
-func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.Instance, error) {
+// Restore starts QEMU paused (-S) waiting for a migration, feeds it the template and
+// attaches spec's NICs and disks into the template's root ports; Resume runs the guest.
+func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.Restored, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -186,22 +186,60 @@ func (b *Backend) Restore(ctx context.Context, spec vmm.Spec, dir string) (vmm.I
 	if err != nil {
 		return nil, err
 	}
-	if err := inst.restore(ctx, spec, state); err != nil {
-		inst.Kill()
+	r := &restored{instance: inst}
+	if err := r.restore(ctx, spec, state); err != nil {
+		r.Kill()
 		inst.Ended()
 		return nil, fmt.Errorf("restore: %w", inst.explain(err))
 	}
-	return inst, nil
+	return r, nil
 }
 
-func (i *instance) restore(ctx context.Context, spec vmm.Spec, state *os.File) error {
+// restored is a restored QEMU whose guest waits for Resume on the QMP session that loaded it.
+type restored struct {
+	*instance
+	mu sync.Mutex
+	q  *qmp // nil once resumed
+}
+
+// Resume continues the guest and ends the QMP session (Shutdown needs the monitor later).
+func (r *restored) Resume(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.q == nil {
+		return errors.New("qemu: resumed already")
+	}
+	defer func() { r.q.Close(); r.q = nil }()
+	stop := context.AfterFunc(ctx, func() { r.q.c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := r.q.execute("cont", nil); err != nil {
+		return fmt.Errorf("resume: %w", r.explain(err))
+	}
+	return nil
+}
+
+func (r *restored) Kill() error {
+	r.mu.Lock()
+	if r.q != nil {
+		r.q.Close()
+		r.q = nil
+	}
+	r.mu.Unlock()
+	return r.instance.Kill()
+}
+
+func (r *restored) restore(ctx context.Context, spec vmm.Spec, state *os.File) error {
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
-	q, err := dialQMP(ctx, i.qmp, i.Proc.Done())
+	q, err := dialQMP(ctx, r.qmp, r.Proc.Done())
 	if err != nil {
 		return err
 	}
-	defer q.Close()
+	// The session outlives this call, until Resume: bounded by ctx here, not by a deadline.
+	r.q = q
+	q.c.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { q.c.SetDeadline(time.Now()) })
+	defer stop()
 	if _, err := q.execute("migrate-set-capabilities", migrationEvents); err != nil {
 		return err
 	}
@@ -248,8 +286,7 @@ func (i *instance) restore(ctx context.Context, spec vmm.Spec, state *os.File) e
 		}
 		port++
 	}
-	_, err = q.execute("cont", nil)
-	return err
+	return nil
 }
 
 // DiskSize is the size the guest sees of d: the file's for raw, the virtual size in the
