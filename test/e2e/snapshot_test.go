@@ -21,6 +21,7 @@ import (
 // removes them when it ends.
 
 type templateKey struct {
+	Kernel    string `json:"kernel"`
 	Initrd    string `json:"initrd"`
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`
@@ -173,13 +174,21 @@ func TestSnapshotNewTemplateWhenAnInputChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	runOK([]string{"FIREGOPHER_INIT=" + initCopy}, "--memory", mem(mib), "--", "true")
-	got := templatesOf(t, mib)
-	cpus, initrds := map[int]bool{}, map[string]bool{}
-	for _, k := range got {
-		cpus[k.CPUs], initrds[k.Initrd] = true, true
+	// Another kernel: the default one through a registry (another manifest, the same
+	// vmlinux and modules).
+	kernelRef := startRegistry(t) + "/firegopher/snapshot-kernel:t"
+	if r := firegopher(t, "push", "kernel/default", kernelRef); r.code != 0 {
+		t.Fatalf("push: %s", r)
 	}
-	if len(got) != 3 || !cpus[1] || !cpus[2] || len(initrds) != 2 {
-		t.Errorf("templates of %d MiB: %v, want 1 and 2 vCPUs and two initrds", mib, got)
+	t.Cleanup(func() { firegopher(t, "rmi", "kernel/snapshot-kernel-t") })
+	runOK(nil, "--memory", mem(mib), "--kernel", kernelRef, "--", "true")
+	got := templatesOf(t, mib)
+	cpus, initrds, kernels := map[int]bool{}, map[string]bool{}, map[string]bool{}
+	for _, k := range got {
+		cpus[k.CPUs], initrds[k.Initrd], kernels[k.Kernel] = true, true, true
+	}
+	if len(got) != 4 || !cpus[1] || !cpus[2] || len(initrds) != 2 || len(kernels) != 2 {
+		t.Errorf("templates of %d MiB: %v, want 1 and 2 vCPUs, two initrds and two kernels", mib, got)
 	}
 	if len(templatesOf(t, other)) != 1 {
 		t.Errorf("no template of its own for --memory %s", mem(other))
