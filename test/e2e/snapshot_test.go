@@ -189,7 +189,7 @@ func TestSnapshotNewTemplateWhenAnInputChanges(t *testing.T) {
 	const mib, other = 464, 480
 	ownTemplates(t, mib)
 	ownTemplates(t, other)
-	runOK := func(env []string, args ...string) {
+	runOK := func(env []string, args ...string) []byte {
 		t.Helper()
 		cmd := exec.Command(filepath.Join(binDir, "firegopher"), append([]string{"--debug", "run"}, args...)...)
 		cmd.Env = append(append(os.Environ(), "FIREGOPHER_STATE_DIR="+stateDir), env...)
@@ -197,13 +197,17 @@ func TestSnapshotNewTemplateWhenAnInputChanges(t *testing.T) {
 		if err != nil || !bytes.Contains(out, []byte("restoring from snapshot template")) {
 			t.Fatalf("run %v %v: %v, want a restore:\n%s", env, args, err, out)
 		}
+		return out
 	}
 	runOK(nil, "--memory", mem(mib), "--", "true")
 	runOK(nil, "--memory", mem(mib), "--", "true") // the same inputs: no new template
 	if got := templatesOf(t, mib); len(got) != 1 {
 		t.Fatalf("after two identical runs: %v, want one template", got)
 	}
-	runOK(nil, "--memory", mem(mib), "--cpus", "2", "--", "true")
+	// --debug says why the cached template was not used.
+	if out := runOK(nil, "--memory", mem(mib), "--cpus", "2", "--", "true"); !bytes.Contains(out, []byte("differs=[cpus]")) {
+		t.Errorf("a run with another --cpus does not say the template is stale for its cpus:\n%s", out)
+	}
 	runOK(nil, "--memory", mem(other), "--", "true")
 	// Another init: a copy with a byte appended (a different digest, the same program).
 	initCopy := filepath.Join(t.TempDir(), "firegopher-init")
