@@ -1,7 +1,8 @@
 // firegopher-init is the guest's PID 1. It reads top to bottom as the boot it performs:
 // stage 1 in the initramfs (early mounts, modules, control channel, config from the initrd
-// or, in a VM restored from a snapshot template, from the host; root disk, switch root), then stage 2 in the real root (system mounts, per-VM files, network, then
-// the workload in app mode or the image's own init in system mode). PID 1 must never exit
+// or, in a VM restored from a snapshot template, from the host; root disk, switch root),
+// then stage 2 in the real root (system mounts, per-VM files, network, then the workload in
+// app mode or the image's own init in system mode). PID 1 must never exit
 // or panic (the kernel would panic with it): every failure is reported to the host and the
 // VM ends by a clean reboot, which ends the VMM.
 package main
