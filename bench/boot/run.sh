@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/boot: wall time of `firegopher run -- true` against a bare qemu-system-x86_64 that
-# boots the same vmlinux with a trivial busybox initrd which powers off at once. Both run
-# in the same session, alternating, N times each; the table reports medians and the ratio.
+# bench/boot: wall time of `firegopher run -- true`, cold (--no-snapshot) and warm (restored
+# from its cached snapshot template), against a bare qemu-system-x86_64 that boots the same
+# vmlinux with a trivial busybox initrd which powers off at once. All three run in the same
+# session, alternating, N times each; the table reports medians and the ratios.
 # Usage: bench/boot/run.sh [N]   (needs `make build` and `firegopher prepare` done; root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,26 +29,30 @@ bare() {
     -display none -monitor none -serial file:/dev/null -no-reboot \
     -kernel "$VMLINUX" -initrd "$work/bare.cpio" -append "console=ttyS0 panic=-1 rdinit=/init quiet"
 }
-ours() { "$FG" run -- true; }
+cold() { "$FG" run --no-snapshot -- true; }
+warm() { "$FG" run -- true; }   # restored from the snapshot template
 
 ms() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { awk -v o="$1" -v b="$2" 'BEGIN {printf "%.2f", o/b}'; }
 
-ours >/dev/null 2>&1   # warm the page cache and the cached base initrd
-: > "$work/bare.ms"; : > "$work/ours.ms"
+# Warm the page cache and the cached base initrd, and build the template.
+cold >/dev/null 2>&1
+warm >/dev/null 2>&1
+: > "$work/bare.ms"; : > "$work/cold.ms"; : > "$work/warm.ms"
 for _ in $(seq "$N"); do
   ms bare >> "$work/bare.ms"
-  ms ours >> "$work/ours.ms"
+  ms cold >> "$work/cold.ms"
+  ms warm >> "$work/warm.ms"
 done
-b=$(median < "$work/bare.ms"); o=$(median < "$work/ours.ms")
-ratio=$(awk -v o="$o" -v b="$b" 'BEGIN {printf "%.2f", o/b}')
+b=$(median < "$work/bare.ms"); c=$(median < "$work/cold.ms"); w=$(median < "$work/warm.ms")
 {
   echo "## $(date -u +%Y-%m-%d) — $(nproc) cores, QEMU $(qemu-system-x86_64 --version | head -1 | awk '{print $4}'), TCG, N=$N"
   echo
-  echo "| what | median ms |"
-  echo "| --- | ---: |"
-  echo "| bare qemu-system-x86_64, same vmlinux, busybox initrd that powers off | $b |"
-  echo "| \`firegopher run -- true\` (clone rootfs, initrd, boot, modules, switch root, run, report, reboot) | $o |"
-  echo "| **ratio firegopher / bare VMM** | **$ratio** |"
+  echo "| what | median ms | × bare |"
+  echo "| --- | ---: | ---: |"
+  echo "| bare qemu-system-x86_64, same vmlinux, busybox initrd that powers off | $b | 1.00 |"
+  echo "| cold \`firegopher run --no-snapshot -- true\` (clone rootfs, initrd, boot, modules, switch root, run, report, reboot) | $c | **$(ratio "$c" "$b")** |"
+  echo "| warm \`firegopher run -- true\` (clone rootfs, restore the cached snapshot template with the clone behind its root device, config over the channel, switch root, run, report, reboot) | $w | **$(ratio "$w" "$b")** |"
   echo
 } | tee -a bench/boot/RESULTS.md

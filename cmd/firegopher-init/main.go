@@ -1,7 +1,8 @@
 // firegopher-init is the guest's PID 1. It reads top to bottom as the boot it performs:
-// stage 1 in the initramfs (early mounts, modules, control channel, config, root disk,
-// switch root), then stage 2 in the real root (system mounts, per-VM files, network, then
-// the workload in app mode or the image's own init in system mode). PID 1 must never exit
+// stage 1 in the initramfs (early mounts, modules, control channel, config from the initrd
+// or, in a VM restored from a snapshot template, from the host; root disk, switch root),
+// then stage 2 in the real root (system mounts, per-VM files, network, then the workload in
+// app mode or the image's own init in system mode). PID 1 must never exit
 // or panic (the kernel would panic with it): every failure is reported to the host and the
 // VM ends by a clean reboot, which ends the VMM.
 package main
@@ -70,9 +71,26 @@ func (b *boot) stage1() {
 	b.session = guest.NewSession(ctl, nil, log)
 	b.must("greet the host", b.session.Hello())
 	cfg, err := vmconfig.Load(vmconfig.Path)
+	restored := errors.Is(err, os.ErrNotExist)
+	if restored {
+		// No config in the initrd: this is a snapshot template, parked here until it is
+		// saved; each VM restored from it wakes up in this read and is told who it is.
+		cfg, err = guest.ReceiveConfig(ctl)
+		if err == nil {
+			b.must("become a new machine", guest.Refresh(cfg.Fresh))
+			if n := cfg.Network; n != nil {
+				// Hot-plugged at the restore: stage 2 configures it by MAC.
+				_, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().NICByMAC(ctx, n.MAC) })
+				b.must("find network interface", err)
+			}
+		}
+	}
 	b.must("read config", err)
 	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().Disk(ctx, cfg.Root) })
 	b.must("find root disk", err)
+	if restored {
+		b.must("forget the template's root disk", guest.ForgetBlockCache(rootDev))
+	}
 	self, err := unix.Open("/init", unix.O_PATH, 0)
 	b.must("open /init", err)
 	b.must("mount root disk", guest.MountRoot(rootDev, cfg.Root.FSType, newRoot))
@@ -98,6 +116,7 @@ func (b *boot) stage2(h guest.Handoff, err error) {
 	b.must("link /dev entries", guest.LinkDev("/dev"))
 	b.must("mount volumes", guest.MountVolumes("/", guest.SystemDevices(), cfg.Mounts, deviceTimeout, log))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
+	b.must("write machine-id", guest.WriteMachineID("/", cfg.MachineID))
 	b.must("set up network", guest.SetUpNetwork("/", cfg, dhcpTimeout))
 	if cfg.Mode == vmconfig.ModeSystem {
 		// The image's init takes PID 1 over; the control channel closes with our process.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -73,7 +74,7 @@ func newImagesCommand(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "images",
 		Aliases: []string{"ls-assets"},
-		Short:   "List cached kernels and images",
+		Short:   "List cached kernels, images and snapshot templates",
 		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			store, err := g.store()
@@ -98,6 +99,9 @@ func newImagesCommand(g *globalFlags) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f MiB\t%s ago\t%s\n", e.Kind, e.Name, e.Digest.Short(),
 					float64(e.Size)/(1<<20), time.Since(e.Tagged).Round(time.Second), src)
+			}
+			if err := printTemplates(tw, g.templates()); err != nil {
+				return err
 			}
 			return tw.Flush()
 		},
@@ -129,9 +133,10 @@ func newRmiCommand(g *globalFlags) *cobra.Command {
 
 func newAssetsCommand(g *globalFlags) *cobra.Command {
 	assetsCmd := &cobra.Command{Use: "assets", Short: "Manage the asset cache"}
-	assetsCmd.AddCommand(&cobra.Command{
+	var allTemplates bool
+	gcCmd := &cobra.Command{
 		Use:   "gc",
-		Short: "Remove cached blobs no kernel or image refers to, and scratch files of crashed pulls",
+		Short: "Remove cached blobs no kernel or image refers to, scratch files of crashed pulls, and snapshot templates that can no longer be used",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			store, err := g.store()
@@ -149,8 +154,18 @@ func newAssetsCommand(g *globalFlags) *cobra.Command {
 			for _, d := range removed {
 				fmt.Println("removed blob", d)
 			}
+			if err != nil {
+				return err
+			}
+			// After the blobs: a template of a kernel just removed goes too.
+			gone, err := gcTemplates(g.templates(), store, allTemplates)
+			for _, p := range gone {
+				fmt.Println("removed template", filepath.Base(p))
+			}
 			return err
 		},
-	})
+	}
+	gcCmd.Flags().BoolVar(&allTemplates, "templates", false, "remove every snapshot template (the next runs rebuild them)")
+	assetsCmd.AddCommand(gcCmd)
 	return assetsCmd
 }

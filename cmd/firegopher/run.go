@@ -24,7 +24,7 @@ var errInterrupted = errors.New("interrupted")
 
 func newRunCommand(g *globalFlags) *cobra.Command {
 	var f spec.RunFlags
-	var detach, tty bool
+	var detach, tty, noSnapshot bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- CMD [ARGS...]",
 		Short: "Boot a microVM, run one command in it, and return its exit code",
@@ -51,6 +51,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 			if m.AutoStart && !detach {
 				return errors.New("--autostart: needs -d: a foreground VM is removed when it ends, so nothing is left to start")
 			}
+			m.VMM.Snapshot = !noSnapshot
 			return run(cmd.Context(), g, m, detach, terminal)
 		},
 	}
@@ -73,6 +74,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	fl.BoolVar(&f.System, "system", false, "boot the image's own init (/sbin/init, systemd) after our setup, instead of a command")
 	fl.StringVar(&f.VMM, "vmm", os.Getenv("FIREGOPHER_VMM"), "VMM backend: firecracker or qemu (default: firecracker where KVM works and a release is installed, else qemu; env FIREGOPHER_VMM)")
 	fl.StringVar(&f.Accel, "accel", os.Getenv("FIREGOPHER_ACCEL"), "QEMU accelerator: kvm or tcg (default: probe; env FIREGOPHER_ACCEL)")
+	fl.BoolVar(&noSnapshot, "no-snapshot", os.Getenv("FIREGOPHER_NO_SNAPSHOT") == "1", "cold-boot instead of restoring from a snapshot template (QEMU/TCG app VMs restore from one by default; env FIREGOPHER_NO_SNAPSHOT=1)")
 	registerNetFlags(fl, &f.Net)
 	fl.StringArrayVarP(&f.Publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable; implies --net)")
 	fl.StringVar(&f.Service, "service", "", "the proxy service this VM serves (firegopher proxy serve routes SERVICE.DOMAIN to it)")

@@ -51,6 +51,9 @@ const (
 	KindWindow Kind = 12
 	// KindResize (host → guest) sets the stream's terminal size (payload: Resize as JSON).
 	KindResize Kind = 13
+	// KindConfig (host → guest) is the VM's vmconfig.Config as JSON, for an init whose
+	// initrd holds none: a VM restored from a snapshot template learns who it is this way.
+	KindConfig Kind = 14
 )
 
 // StdinWindow is how many stdin bytes of a stream may be in flight, unacknowledged.
@@ -128,6 +131,8 @@ func (k Kind) String() string {
 		return "window"
 	case KindResize:
 		return "resize"
+	case KindConfig:
+		return "config"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -193,9 +198,12 @@ func (c *Conn) SendJSON(kind Kind, stream uint32, v any) error {
 }
 
 // Receive reads the next frame. io.EOF means the peer closed the stream between frames.
-func (c *Conn) Receive() (Frame, error) {
+func (c *Conn) Receive() (Frame, error) { return readFrame(c.r) }
+
+// readFrame asks r for the header and then the payload, never more.
+func readFrame(r io.Reader) (Frame, error) {
 	var hdr [headerSize]byte
-	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return Frame{}, fmt.Errorf("agent: stream ended inside a frame header")
 		}
@@ -206,11 +214,16 @@ func (c *Conn) Receive() (Frame, error) {
 		return Frame{}, fmt.Errorf("agent: frame length %d exceeds %d: stream corrupt", n, MaxPayload)
 	}
 	f := Frame{Kind: Kind(hdr[0]), Stream: binary.BigEndian.Uint32(hdr[1:5]), Payload: make([]byte, n)}
-	if _, err := io.ReadFull(c.r, f.Payload); err != nil {
+	if _, err := io.ReadFull(r, f.Payload); err != nil {
 		return Frame{}, fmt.Errorf("agent: stream ended inside a %s frame: %w", f.Kind, err)
 	}
 	return f, nil
 }
+
+// ReadFrame reads exactly one frame from r without reading ahead: what follows the frame
+// stays in r for whoever reads it next (init's stage 1 takes its config this way and hands
+// the channel to stage 2 untouched).
+func ReadFrame(r io.Reader) (Frame, error) { return readFrame(r) }
 
 // Decode reads a JSON payload (exit, exec) into v.
 func (f Frame) Decode(v any) error {

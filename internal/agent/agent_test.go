@@ -88,3 +88,19 @@ func TestSendRefusesOversizedPayload(t *testing.T) {
 		t.Fatal("oversized frame accepted")
 	}
 }
+
+// ReadFrame leaves the next frame in the stream for the next reader (init's stage 2).
+func TestReadFrameDoesNotReadAhead(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewConn(&buf)
+	w.SendJSON(KindConfig, MainStream, map[string]int{"version": 1})
+	w.Send(KindSignal, MainStream, []byte{15})
+	f, err := ReadFrame(&buf)
+	if err != nil || f.Kind != KindConfig || string(f.Payload) != `{"version":1}` {
+		t.Fatalf("first frame: %v %q %v", f.Kind, f.Payload, err)
+	}
+	g, err := NewConn(&buf).Receive()
+	if err != nil || g.Kind != KindSignal || !bytes.Equal(g.Payload, []byte{15}) {
+		t.Fatalf("the next reader got %v %v %v, want the signal frame", g.Kind, g.Payload, err)
+	}
+}

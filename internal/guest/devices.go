@@ -86,6 +86,22 @@ func (d Devices) PortByName(ctx context.Context, name string) (string, error) {
 	})
 }
 
+// NICByMAC returns the name of the network interface whose address is mac (a NIC
+// hot-plugged into a VM restored from a snapshot template appears after init is running).
+func (d Devices) NICByMAC(ctx context.Context, mac string) (string, error) {
+	mac = strings.ToLower(mac)
+	dir, err := d.waitFor(ctx, "network interface with MAC "+mac, func() (string, bool) {
+		addrs, _ := filepath.Glob(filepath.Join(d.SysDir, "class", "net", "*", "address"))
+		for _, p := range addrs {
+			if readTrimmed(p) == mac {
+				return filepath.Dir(p), true
+			}
+		}
+		return "", false
+	})
+	return filepath.Base(dir), err
+}
+
 func (d Devices) waitFor(ctx context.Context, what string, find func() (string, bool)) (string, error) {
 	t := time.NewTicker(d.Poll)
 	defer t.Stop()

@@ -81,6 +81,9 @@ type Assets struct {
 type VMM struct {
 	Backend string `json:"backend,omitempty"` // "" = the default backend
 	Accel   string `json:"accel,omitempty"`   // QEMU: kvm, tcg, "" = probe
+	// Snapshot restores the VM from a snapshot template (built on first use) where the
+	// backend and the machine allow it (QEMU q35, app mode); otherwise it cold-boots.
+	Snapshot bool `json:"snapshot,omitempty"`
 }
 
 // AttachedNIC is a TAP someone else made and wired (a Kubernetes pod's interface, reached

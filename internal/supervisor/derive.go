@@ -49,6 +49,10 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 	}
 	if m.Mode == spec.ModeSystem {
 		cfg.Mode = vmconfig.ModeSystem
+	} else {
+		// The image's own machine-id (systemd's images leave it empty for first boot) is
+		// left alone in system mode.
+		cfg.MachineID = MachineID(m.ID)
 	}
 	for _, f := range m.Files {
 		cfg.Files = append(cfg.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})

@@ -16,6 +16,7 @@ import (
 
 func TestMain(m *testing.M) {
 	fake.RunGuestIfRequested()
+	runTemplateHelperIfRequested()
 	serveFCIfRequested()
 	code := m.Run()
 	fctest.Cleanup()

@@ -124,7 +124,9 @@ func (vm *VM) Relay(ctx context.Context, io Stdio) (agent.Exit, error) {
 				if err := vm.guest.Send(agent.KindAck, agent.MainStream, nil); err != nil {
 					vm.Log.Warn("acknowledge exit status", "error", err)
 				}
+				vm.Log.Debug("workload exited", "code", exit.Code)
 				err := vm.waitEnd(vmmExited)
+				vm.Log.Debug("vmm exited")
 				broadcast(f)
 				return exit, err
 			}

@@ -72,8 +72,8 @@ func removeRoot(vm *VM) error {
 }
 
 func writeInitrd(_ context.Context, vm *VM) error {
-	if vm.Machine.Mode == spec.ModeForeign {
-		return nil // it boots through its kernel image's own initrd
+	if vm.Machine.Mode == spec.ModeForeign || vm.template != "" {
+		return nil // its kernel image's own initrd; a restored guest gets its config by channel
 	}
 	base, err := initrd.Base(vm.Store, vm.kernelDigest(), vm.kernel, vm.Machine.Assets.Init)
 	if err != nil {
@@ -92,6 +92,18 @@ func listenAPI(_ context.Context, vm *VM) (err error) {
 func closeAPI(vm *VM) error { return vm.api.Close() }
 
 func startVMM(ctx context.Context, vm *VM) error {
+	if vm.template != "" {
+		err := restoreVMM(ctx, vm)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		// A template that does not restore must not stop the VM: boot it cold.
+		vm.Log.Warn("restore from snapshot template failed: cold boot (assets gc --templates removes templates)", "template", vm.template, "error", err)
+		vm.template = ""
+		if err := writeInitrd(ctx, vm); err != nil {
+			return err
+		}
+	}
 	inst, err := vm.Backend.Start(ctx, VMMSpec(vm.Machine, vm.Dir, vm.root, vm.VolumesDir, vm.kernel, vm.Store, vm.nics()))
 	if err != nil {
 		return err
@@ -125,6 +137,9 @@ func connectGuest(ctx context.Context, vm *VM) error {
 		return err
 	}
 	vm.guestRaw, vm.guest = c, agent.NewConn(c)
+	if vm.template != "" {
+		return sendConfig(ctx, vm)
+	}
 	return nil
 }
 

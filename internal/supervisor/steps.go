@@ -32,6 +32,7 @@ const (
 	StepFirewallTAP     = "firewall-tap"
 	StepPublishPorts    = "publish-ports"
 	StepServeDHCP       = "serve-dhcp"
+	StepPrepareTemplate = "prepare-template"
 	StepWriteInitrd     = "write-initrd"
 	StepListenAPI       = "listen-api"
 	StepStartVMM        = "start-vmm"
@@ -57,6 +58,8 @@ func DefaultSteps() Steps {
 		{Name: StepFirewallTAP, Do: firewallTAP, Undo: unfirewallTAP},
 		{Name: StepPublishPorts, Do: publishPorts, Undo: unpublishPorts},
 		{Name: StepServeDHCP, Do: serveDHCP, Undo: stopDHCP},
+		// Finds or builds the snapshot template the VM restores from, if it restores.
+		{Name: StepPrepareTemplate, Do: prepareTemplate},
 		{Name: StepWriteInitrd, Do: writeInitrd, Undo: removeFile(InitrdFile)},
 		{Name: StepListenAPI, Do: listenAPI, Undo: closeAPI},
 		{Name: StepStartVMM, Do: startVMM, Undo: stopVMM},

@@ -6,6 +6,7 @@
 package supervisor
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"os"
@@ -60,6 +61,11 @@ type VM struct {
 	instance vmm.Instance
 	guest    *agent.Conn
 	guestRaw net.Conn
+	// template is the snapshot template the VM restores from ("" : it cold-boots), and
+	// baseInitrd the initramfs both were started with.
+	template   string
+	baseInitrd string
+	resume     func(context.Context) error // lets a restored guest run
 
 	// volumes are the named volumes held, volumeFiles the host directories' drives built.
 	volumes     []*volume.Attachment

@@ -85,7 +85,24 @@ type Config struct {
 	// pseudo-terminal of that size, resized by the host's KindResize frames.
 	Stdin bool      `json:"stdin,omitempty"`
 	TTY   *Terminal `json:"tty,omitempty"`
+	// MachineID is written to the root's /etc/machine-id (32 lowercase hex digits) in app
+	// mode: VMs cloned from one image, or restored from one template, must not share it.
+	MachineID string `json:"machine_id,omitempty"`
+	// Fresh is what a guest restored from a snapshot template must not share with its
+	// siblings; it travels over the control channel only, never in an initrd.
+	Fresh *Fresh `json:"fresh,omitempty"`
 }
+
+// Fresh makes a restored guest a new machine before it does anything else.
+type Fresh struct {
+	// Entropy is host randomness credited to the kernel's RNG, which is then reseeded.
+	Entropy []byte `json:"entropy"`
+	// UnixNano is the host's wall clock when it sent the config.
+	UnixNano int64 `json:"unix_nano"`
+}
+
+// MinEntropy is the least randomness a Fresh carries: a full reseed of the kernel's CRNG.
+const MinEntropy = 32
 
 // Terminal is a terminal's size in characters.
 type Terminal struct {
@@ -173,6 +190,17 @@ func (c *Config) Validate() error {
 	if err := c.validateMounts(); err != nil {
 		return err
 	}
+	if c.MachineID != "" && !isMachineID(c.MachineID) {
+		return fmt.Errorf("config: machine_id: %q is not 32 lowercase hex digits", c.MachineID)
+	}
+	if f := c.Fresh; f != nil {
+		if len(f.Entropy) < MinEntropy {
+			return fmt.Errorf("config: fresh.entropy: %d bytes, want at least %d", len(f.Entropy), MinEntropy)
+		}
+		if f.UnixNano <= 0 {
+			return fmt.Errorf("config: fresh.unix_nano: %d is not a time", f.UnixNano)
+		}
+	}
 	for _, kv := range c.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return fmt.Errorf("config: env: %q is not KEY=VALUE", kv)
@@ -243,6 +271,18 @@ func (c *Config) validateMounts() error {
 		targets[m.Target], disks[d.key()] = true, true
 	}
 	return nil
+}
+
+func isMachineID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // key identifies the device a Disk names: its serial, else its index.

@@ -61,6 +61,9 @@ func TestParseNamesTheBadField(t *testing.T) {
 		"file":     {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"files":[{"path":"../x","mode":420}]}`, "files"},
 		"mac":      {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"network":{"mac":"zz","address":"10.0.0.2/30"}}`, "network.mac"},
 		"address":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"network":{"mac":"02:00:00:00:00:01","address":"10.0.0.2"}}`, "network.address"},
+		"machine":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"machine_id":"ABC"}`, "machine_id"},
+		"entropy":  {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"fresh":{"entropy":"AAAA","unix_nano":1}}`, "fresh.entropy"},
+		"clock":    {`{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"fresh":{"entropy":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","unix_nano":0}}`, "fresh.unix_nano"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.json))

@@ -158,10 +158,11 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 	if b.Accel == AccelKVM || spec.MMIO {
 		machine, bus = "microvm,accel="+string(b.Accel)+",acpi=on", "device"
 	}
-	multiThreadTCG := b.Accel == AccelTCG && spec.CPUs > 1
-	if multiThreadTCG {
-		// QEMU refuses -accel beside -machine accel= ("incompatible"): one place only.
-		machine = strings.Replace(machine, ",accel=tcg", "", 1)
+	// One TCG thread per vCPU. QEMU refuses -accel beside -machine accel=, so then the
+	// machine names none.
+	multiTCG := b.Accel == AccelTCG && spec.CPUs > 1
+	if multiTCG {
+		machine = strings.Replace(strings.Replace(machine, "accel=tcg,", "", 1), ",accel=tcg", "", 1)
 	}
 	args := []string{
 		"-name", "firegopher-" + spec.ID,
@@ -186,7 +187,7 @@ func (b *Backend) Args(spec vmm.Spec) []string {
 		// before it resets (1.5 s more), and Ctrl-Alt-Del (Shutdown) has nowhere to go.
 		args = append(args, "-device", "i8042")
 	}
-	if multiThreadTCG {
+	if multiTCG {
 		args = append(args, "-accel", "tcg,thread=multi")
 	}
 	if spec.Initrd != "" {
@@ -234,6 +235,11 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	return b.start(spec, b.Args(spec))
+}
+
+// start runs QEMU with args for spec: its control listener, console log and stderr log.
+func (b *Backend) start(spec vmm.Spec, args []string) (*instance, error) {
 	var control net.Listener
 	if !spec.NoControl {
 		var err error
@@ -250,7 +256,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 			stderr.Close()
 		} else {
 			var proc *vmm.Process
-			proc, err = vmm.StartProcessWith(spec, b.Path, b.Args(spec), stderr, vmm.ProcessOptions{Console: console})
+			proc, err = vmm.StartProcessWith(spec, b.Path, args, stderr, vmm.ProcessOptions{Console: console})
 			if err == nil {
 				inst.Running = vmm.Run(proc, control, func() { console.Close(); os.Remove(qmp) })
 				return inst, nil
