@@ -47,7 +47,8 @@ type Server struct {
 	// EnablePCI is --enable-pci (1.13+).
 	EnablePCI bool
 
-	// Started is closed by a successful InstanceStart; CtrlAltDel receives SendCtrlAltDel.
+	// Started is closed by a successful InstanceStart or snapshot load; CtrlAltDel
+	// receives SendCtrlAltDel.
 	Started    chan struct{}
 	CtrlAltDel chan struct{}
 	// OnPause is called (under the server's lock) with true on Paused, false on Resumed.
@@ -66,6 +67,14 @@ type Server struct {
 	entropy bool
 	// setup: a boot-specific resource was configured (snapshot load must come first).
 	setup bool
+	// restored is the guest a snapshot load brought back (nil: booted or not started);
+	// resumed is closed when the microVM first runs after InstanceStart or a load.
+	restored *guestParams
+	resumed  chan struct{}
+	// guest is what the running guest booted (or was restored) with: a snapshot's.
+	guest *guestParams
+	// loadFailed is closed when a snapshot load failed: the process then exits.
+	loadFailed chan struct{}
 }
 
 type bootSource struct {
@@ -113,6 +122,8 @@ func NewServer(p Profile, api *API, id string, log io.Writer) *Server {
 		machine:    machineConfig{VcpuCount: 1, MemSizeMib: 128},
 		Started:    make(chan struct{}),
 		CtrlAltDel: make(chan struct{}, 1),
+		resumed:    make(chan struct{}),
+		loadFailed: make(chan struct{}),
 	}
 }
 
@@ -615,8 +626,10 @@ func (s *Server) action(_ Operation, body []byte) (any, error) {
 			return nil, faultError(msgNoKernel)
 		}
 		s.state = StateRunning
+		s.guest = s.bootParams()
 		s.logf("fc_vmm", "Successfully started microvm that was configured from one single json")
 		close(s.Started)
+		close(s.resumed)
 	case "SendCtrlAltDel":
 		if s.state == StateNotStarted {
 			return nil, faultError(msgPreBoot)
@@ -657,45 +670,23 @@ func (s *Server) writeMetrics() {
 	s.metrics.Write(append(b, '\n'))
 }
 
-func (s *Server) patchVM(_ Operation, body []byte) (any, error) {
-	var v struct {
-		State string `json:"state"`
+// bootParams is the machine InstanceStart boots.
+func (s *Server) bootParams() *guestParams {
+	p := &guestParams{
+		BootArgs: s.boot.BootArgs, Kernel: s.boot.KernelImagePath, Initrd: s.boot.InitrdPath,
+		VCPUs: s.machine.VcpuCount, MemMiB: s.machine.MemSizeMib,
+		Devices: s.Profile.ACPI() || kernelTakesMMIOCmdline(s.boot.kernel, s.boot.InitrdPath),
 	}
-	if err := decode(body, &v); err != nil {
-		return nil, err
+	for _, d := range s.guestDrives() {
+		p.Drives = append(p.Drives, guestDrive{Path: d.PathOnHost, ReadOnly: d.IsReadOnly})
 	}
-	paused := v.State == "Paused"
-	if paused {
-		s.state = StatePaused
-	} else {
-		s.state = StateRunning
+	for _, n := range s.nics {
+		p.NICs = append(p.NICs, n.HostDevName)
 	}
-	if s.OnPause != nil {
-		s.OnPause(paused)
+	if s.vsock != nil {
+		p.Vsock = s.vsock.UdsPath
 	}
-	return nil, nil
-}
-
-func (s *Server) createSnapshot(Operation, []byte) (any, error) {
-	if s.state != StatePaused {
-		return nil, faultf("Cannot create a snapshot of a microVM that is not paused.")
-	}
-	return nil, faultf("fctest: snapshots are not modelled by the fake")
-}
-
-func (s *Server) loadSnapshot(_ Operation, body []byte) (any, error) {
-	var l struct {
-		SnapshotPath string `json:"snapshot_path"`
-	}
-	if err := decode(body, &l); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(l.SnapshotPath)
-	if err != nil {
-		return nil, faultf("Load microVM snapshot error: Cannot open the snapshot file: %s", osErr(err))
-	}
-	f.Close()
-	return nil, faultf("fctest: snapshots are not modelled by the fake")
+	return p
 }
 
 // guestDrives lists the drives in the order the guest sees them: the root drive first,

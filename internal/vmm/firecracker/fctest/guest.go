@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firegopher/firegopher/internal/agent"
 	"github.com/firegopher/firegopher/internal/guest"
 	"github.com/firegopher/firegopher/internal/initrd"
 	"github.com/firegopher/firegopher/internal/vmconfig"
@@ -43,6 +44,8 @@ type guestParams struct {
 	MemMiB   int          `json:"mem_mib"`
 	// Devices: the guest kernel sees the virtio-mmio devices (ACPI, or the command line).
 	Devices bool `json:"devices"`
+	// Restored: the guest resumes from a snapshot instead of booting.
+	Restored bool `json:"restored,omitempty"`
 }
 
 type guestDrive struct {
@@ -80,7 +83,11 @@ func guestMain(p guestParams) int {
 		return foreignInit(stop)
 	}
 	if _, err := initrd.ReadFile(p.Initrd, vmconfig.Path); err != nil {
-		return foreignInit(stop)
+		// Our init without a config in its initrd is a snapshot template's: it greets
+		// and parks, waiting for the config over the control channel.
+		if !strings.Contains(p.BootArgs, vmconfig.ControlParam+"=") {
+			return foreignInit(stop)
+		}
 	}
 	return ourInit(p, stop)
 }
@@ -114,13 +121,62 @@ func ourInit(p guestParams, stop chan os.Signal) int {
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, nil))
-	cfg, cfgErr := initrd.ReadConfig(p.Initrd)
+	var cfg *vmconfig.Config
+	var cfgErr error
+	_, noConfig := initrd.ReadFile(p.Initrd, vmconfig.Path)
+	switch {
+	case noConfig != nil:
+		if cfg, cfgErr = parked(c, p); cfg == nil && cfgErr == nil {
+			return 0
+		}
+	case p.Restored:
+		say("init: restored from a snapshot taken after the config was read: the fake cannot model that guest; rebooting")
+		return 0
+	default:
+		cfg, cfgErr = initrd.ReadConfig(p.Initrd)
+	}
 	if cfgErr == nil {
 		cfgErr = mountRoot(p, cfg)
 	}
 	fake.PlayInit(c, cfg, cfgErr, log, stop)
 	say("reboot: Restarting system")
 	return 0
+}
+
+// parked is init without a config in its initrd, as internal/guest plays it: a template
+// guest greets and waits for its config on the channel (it is saved meanwhile); a guest
+// restored from it wakes up on a connection its VMM reset and so connects again (c is that
+// new connection), takes its config, and becomes a machine of its own (new entropy and
+// clock, which the fake can only report). It then greets the host on the new connection.
+func parked(c net.Conn, p guestParams) (*vmconfig.Config, error) {
+	if !p.Restored {
+		if err := agent.NewConn(c).Send(agent.KindHello, agent.MainStream, nil); err != nil {
+			say("init: greet the host: %v; rebooting", err)
+			return nil, nil
+		}
+		say("init: no config in the initrd: waiting for it on the control channel")
+	} else {
+		say("init: restored from a snapshot: the control connection was reset, connected again")
+	}
+	f, err := agent.ReadFrame(c)
+	if err != nil {
+		say("init: control channel: %v; rebooting", err)
+		return nil, nil
+	}
+	if f.Kind != agent.KindConfig {
+		return nil, fmt.Errorf("control channel: got a %s frame, want the config", f.Kind)
+	}
+	cfg, err := vmconfig.Parse(f.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if p.Restored && cfg.Fresh == nil {
+		return nil, errors.New("restored guest: the config brings no fresh entropy and clock")
+	}
+	if cfg.Fresh != nil {
+		say("init: a new machine: %d bytes of host entropy, clock set to %s", len(cfg.Fresh.Entropy), time.Unix(0, cfg.Fresh.UnixNano).UTC().Format(time.RFC3339))
+	}
+	return cfg, nil
 }
 
 func dialRetrying(sock string, timeout time.Duration) (net.Conn, error) {

@@ -96,7 +96,11 @@ func Main(version string) int {
 		hs.Shutdown(ctx)
 		os.Remove(sock)
 	}()
-	<-srv.Started
+	select {
+	case <-srv.Started:
+	case <-srv.loadFailed:
+		return 1 // the deferred shutdown still answers the load
+	}
 	code := runGuest(srv)
 	srv.Logf("main", "Vmm is stopping.")
 	srv.WriteMetrics()
@@ -140,17 +144,14 @@ func parseArgs(p Profile, args []string) (map[string]string, error) {
 // runGuest boots the guest as a child process and returns once it has rebooted: the VMM
 // then exits 0, as Firecracker does on a guest reset.
 func runGuest(srv *Server) int {
+	// A loaded snapshot's guest runs once the microVM is resumed.
+	<-srv.resumed
 	srv.mu.Lock()
-	p := guestParams{
-		BootArgs: srv.boot.BootArgs, Kernel: srv.boot.KernelImagePath, Initrd: srv.boot.InitrdPath,
-		VCPUs: srv.machine.VcpuCount, MemMiB: srv.machine.MemSizeMib,
-		Devices: srv.Profile.ACPI() || kernelTakesMMIOCmdline(srv.boot.kernel, srv.boot.InitrdPath),
-	}
-	for _, d := range srv.guestDrives() {
-		p.Drives = append(p.Drives, guestDrive{Path: d.PathOnHost, ReadOnly: d.IsReadOnly})
+	p := *srv.guest
+	if srv.restored != nil {
+		p = *srv.restored
 	}
 	for _, n := range srv.nics {
-		p.NICs = append(p.NICs, n.HostDevName)
 		// The guest's first frames on each interface: its DHCP discovery, retransmitted
 		// as a client does (a bridge drops what a just-attached TAP sends until the link
 		// change has reached it, up to a second later).
@@ -168,9 +169,6 @@ func runGuest(srv *Server) int {
 				}
 			}(n.tap, n.IfaceID, n.GuestMac)
 		}
-	}
-	if srv.vsock != nil {
-		p.Vsock = srv.vsock.UdsPath
 	}
 	srv.mu.Unlock()
 
