@@ -36,12 +36,16 @@ type ProcessOptions struct {
 	// then execs Firecracker in place, and it stays our child). SIGKILL from here still
 	// reaches it, and takes the namespace's other processes with it.
 	NewPIDNS bool
+	// Dir is the process's working directory ("": ours); relative paths it is given
+	// resolve there.
+	Dir string
 }
 
 // StartProcessWith is StartProcess with options.
 func StartProcessWith(spec Spec, path string, args []string, out *os.File, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(append(os.Environ(), ProcessTagEnv+"="+spec.Dir), opts.Env...)
+	cmd.Dir = opts.Dir
 	if out != nil {
 		cmd.Stdout, cmd.Stderr = out, out
 	}

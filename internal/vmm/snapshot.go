@@ -28,9 +28,18 @@ type Snapshotter interface {
 	Restore(ctx context.Context, spec Spec, dir string) (Restored, error)
 }
 
+// TemplateDeviceSet is a Snapshotter whose templates hold the VM's devices themselves (its
+// VMM cannot attach them at a restore): the device set spec needs is then part of the
+// template's key.
+type TemplateDeviceSet interface {
+	TemplateDevices(spec Spec) string
+}
+
 // Restored is a VM restored from a template whose guest has not run yet.
 type Restored interface {
 	Instance
-	// Resume lets the guest run.
+	// Resume lets the guest run. A VMM that resets the control connection at a restore
+	// (Firecracker's vsock) resumes the guest in Control already, so that it can connect
+	// again; Resume is then a no-op.
 	Resume(ctx context.Context) error
 }

@@ -197,7 +197,7 @@ func (b *Backend) Start(ctx context.Context, spec vmm.Spec) (vmm.Instance, error
 	log := b.logger().With("vm", spec.ID)
 	l := b.unjailed(spec)
 	if b.Jailer != nil {
-		if l, err = b.jailed(ctx, spec, v, log); err != nil {
+		if l, err = b.jailed(ctx, spec, v, log, true); err != nil {
 			return nil, err
 		}
 	}
@@ -274,7 +274,7 @@ func (b *Backend) launch(ctx context.Context, spec vmm.Spec, l *launch, log *slo
 			// The serial console is Firecracker's stdout; its own log lines go there too
 			// until the logger is configured (PUT /logger, the first step).
 			var proc *vmm.Process
-			proc, err = vmm.StartProcessWith(spec, l.path, l.args, nil, vmm.ProcessOptions{Console: console, NewPIDNS: l.newPIDNS})
+			proc, err = vmm.StartProcessWith(spec, l.path, l.args, nil, vmm.ProcessOptions{Console: console, NewPIDNS: l.newPIDNS, Dir: l.dir})
 			if err == nil {
 				inst.Running = vmm.Run(proc, control, func() { console.Close(); drains.stop(); removeFiles(); l.cleanup() })
 			} else {

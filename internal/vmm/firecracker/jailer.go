@@ -114,6 +114,11 @@ type launch struct {
 	own func(hostPath string) error
 	// cleanup undoes the preparation once Firecracker has exited (or failed to start).
 	cleanup func()
+	// dir is Firecracker's working directory ("": ours); hostPath is the host path of a
+	// path Firecracker is given, place makes a host file available to it (snapshots).
+	dir      string
+	hostPath func(string) string
+	place    func(src, name string) (string, error)
 }
 
 func (b *Backend) unjailed(spec vmm.Spec) *launch {
@@ -121,13 +126,17 @@ func (b *Backend) unjailed(spec vmm.Spec) *launch {
 		path: b.Binary, args: []string{"--api-sock", APISocketPath(spec)}, view: spec,
 		apiSock: APISocketPath(spec), vsock: VsockPath(spec), control: ControlPath(spec),
 		logFIFO: LogFIFOPath(spec), metricsFIFO: MetricsFIFOPath(spec),
-		cleanup: func() {},
+		cleanup:  func() {},
+		hostPath: func(p string) string { return p },
+		place:    func(src, _ string) (string, error) { return src, nil },
 	}
 }
 
 // jailed prepares spec's jail: owner, chroot with the VM's files, cgroup arguments. On
 // error nothing of it is left.
-func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, log *slog.Logger) (l *launch, err error) {
+// joinNetNS false keeps Firecracker in our network namespace (a template VM: no NICs, and
+// its id has no namespace of its own).
+func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, log *slog.Logger, joinNetNS bool) (l *launch, err error) {
 	jr := b.Jailer
 	if jr.Owners == nil || jr.Base == "" || jr.Binary == "" {
 		return nil, errors.New("firecracker: jailer: binary, base and owners are required")
@@ -204,7 +213,7 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 		}
 	}()
 	var ownNetNS string
-	if jr.NetNS != nil {
+	if jr.NetNS != nil && joinNetNS {
 		ownNetNS = jr.NetNS(spec.ID)
 	}
 	netnsPath, foreign, err := nicNetNS(spec.NICs, ownNetNS)
@@ -268,7 +277,9 @@ func (b *Backend) jailed(ctx context.Context, spec vmm.Spec, fcVersion Version, 
 			}
 			return nil
 		},
-		cleanup: cleanup,
+		cleanup:  cleanup,
+		hostPath: j.HostPath,
+		place:    func(src, name string) (string, error) { return j.Place(src, name, jail.Shared) },
 	}, nil
 }
 
