@@ -68,6 +68,9 @@ func prepareTemplate(ctx context.Context, vm *VM) error {
 		Backend: id, Kernel: string(vm.kernelDigest()), Initrd: filepath.Base(base),
 		Cmdline: s.Cmdline, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, RootSize: root.Size(),
 	}
+	if d, ok := snap.(vmm.TemplateDeviceSet); ok {
+		k.Devices = d.TemplateDevices(s)
+	}
 	templates := &Templates{Dir: filepath.Join(vm.Store.Root(), "templates"), Log: vm.Log}
 	start := time.Now()
 	dir, created, err := templates.Ensure(ctx, k, func(ctx context.Context, dir string) error {

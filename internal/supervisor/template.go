@@ -34,6 +34,9 @@ type TemplateKey struct {
 	// RootSize is the root disk's size in bytes: the template's guest has probed its
 	// device already.
 	RootSize int64 `json:"root_size"`
+	// Devices is the device set of a backend whose templates hold the VM's devices
+	// (vmm.TemplateDeviceSet); "" for one that attaches them at a restore.
+	Devices string `json:"devices,omitempty"`
 }
 
 // Name is the template's directory name: a digest of the whole key.
