@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/firegopher/firegopher/internal/spec"
+	"github.com/firegopher/firegopher/internal/vmm/firecracker"
 	"github.com/firegopher/firegopher/internal/vmm/firecracker/fctest"
 )
 
@@ -19,6 +21,8 @@ func TestFirecrackerRunFromTemplate(t *testing.T) {
 		var logs lockedBuffer
 		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		h, jr := newFCHost(t, fcHostConfig(t, rel), log)
+		b, _ := h.Backend(spec.VMM{})
+		b.(*firecracker.Backend).Templates = true
 		for i, want := range []struct {
 			out  string
 			code int

@@ -99,9 +99,11 @@ func (b *Backend) TemplateDevices(spec vmm.Spec) string {
 	return "disks=" + strings.Join(parts, ",")
 }
 
-// CanTemplate: our init and its control channel, raw disks, no NICs.
+// CanTemplate: enabled (Templates), our init and its control channel, raw disks, no NICs.
 func (b *Backend) CanTemplate(spec vmm.Spec) error {
 	switch {
+	case !b.Templates:
+		return errors.New("firecracker templates are not enabled (init does not reconnect its control channel after a restore yet)")
 	case spec.NoControl:
 		return errors.New("templates need our init and its control channel")
 	case len(spec.Disks) == 0:

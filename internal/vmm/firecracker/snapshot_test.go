@@ -127,6 +127,7 @@ func runRestored(t *testing.T, ctx context.Context, r vmm.Restored, spec vmm.Spe
 // testTemplateContract: a template is built once, then two VMs restored from it at the
 // same time each take their own config and report their own output and exit code.
 func testTemplateContract(t *testing.T, b *Backend, fill func(*testing.T, string)) {
+	b.Templates = true
 	ctx := startCtx(t)
 	spec := templateSpec(t, "template-t1", fill)
 	if err := b.CanTemplate(spec); err != nil {
@@ -198,11 +199,13 @@ func TestTemplateOfAnotherRelease(t *testing.T) {
 	ctx := startCtx(t)
 	spec := templateSpec(t, "template-t2", plainRoot)
 	tdir := t.TempDir()
-	if err := backend(old).CreateTemplate(ctx, spec, tdir, awaitHello); err != nil {
+	bOld, bCur := backend(old), backend(cur)
+	bOld.Templates, bCur.Templates = true, true
+	if err := bOld.CreateTemplate(ctx, spec, tdir, awaitHello); err != nil {
 		t.Fatal(err)
 	}
 	vm := vmFrom(t, spec, "r1")
-	_, err = backend(cur).Restore(ctx, vm, tdir)
+	_, err = bCur.Restore(ctx, vm, tdir)
 	if err == nil || !strings.Contains(err.Error(), "snapshot version") {
 		t.Fatalf("restore: %v, want a snapshot version error", err)
 	}
@@ -212,8 +215,11 @@ func TestTemplateOfAnotherRelease(t *testing.T) {
 }
 
 func TestCanTemplate(t *testing.T) {
-	b := &Backend{}
 	spec := vmm.Spec{Disks: []vmm.Disk{{Path: "/r"}}}
+	if err := (&Backend{}).CanTemplate(spec); err == nil {
+		t.Errorf("templates are used without being enabled")
+	}
+	b := &Backend{Templates: true}
 	if err := b.CanTemplate(spec); err != nil {
 		t.Errorf("root disk only: %v", err)
 	}
