@@ -151,6 +151,7 @@ func (b *Backend) snapLaunch(ctx context.Context, spec vmm.Spec, v Version, temp
 		if d.Path != link {
 			abs, err := filepath.Abs(d.Path)
 			if err == nil {
+				os.Remove(link) // a crashed restore's
 				err = os.Symlink(abs, link)
 			}
 			if err != nil {
@@ -251,8 +252,8 @@ func (b *Backend) CreateTemplate(ctx context.Context, spec vmm.Spec, dir string,
 	if _, err := api.CreateSnapshot(p); err != nil {
 		return fmt.Errorf("firecracker: template: snapshot: %w", apiError(err))
 	}
-	// Out of the jail before it goes (jailed), owned by us and readable by the jails of
-	// the VMs restored from it, never writable by them.
+	// Out of the jail before it goes (jailed; Firecracker is paused and done with them),
+	// owned by us and readable by the jails of the VMs restored from it, never writable.
 	for _, f := range []struct{ inVMM, name string }{{snap, TemplateStateFile}, {mem, TemplateMemoryFile}} {
 		src, dst := l.hostPath(f.inVMM), filepath.Join(dir, f.name)
 		if src != dst {
@@ -279,8 +280,12 @@ func (b *Backend) snapFile(name string) string {
 	return name
 }
 
-// copyOut copies src to dst (never a link: the jail's owner owns src).
+// copyOut links src to dst, or copies it across file systems; the caller then takes the
+// file from the jail's owner.
 func copyOut(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err

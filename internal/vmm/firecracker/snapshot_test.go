@@ -149,6 +149,13 @@ func testTemplateContract(t *testing.T, b *Backend, fill func(*testing.T, string
 	if left, _ := filepath.Glob(filepath.Join(tdir, ".placeholder-*")); len(left) > 0 {
 		t.Errorf("placeholders left: %v", left)
 	}
+	// Nothing of the template VM's run but its logs: no sockets, links or FIFOs.
+	ents, _ := os.ReadDir(tdir)
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), "console.log") && e.Name() != TemplateStateFile && e.Name() != TemplateMemoryFile {
+			t.Errorf("template directory: %s (%v) left", e.Name(), e.Type())
+		}
+	}
 	var wg sync.WaitGroup
 	for i, code := range []int{3, 5} {
 		vm := vmFrom(t, spec, fmt.Sprintf("restored-%d", i))
