@@ -4,7 +4,9 @@
 // fields refused), which keeps the release's request-ordering rules, really opens what it is
 // given (kernel, initrd, drives with the requested mode, the TAP with TUNSETIFF, the vsock
 // socket) and, after InstanceStart, plays the guest: init's side of the control protocol
-// over the vsock, with the config from the initrd. And a test `jailer` that does what the
+// over the vsock, with the config from the initrd. It pauses, snapshots and loads
+// snapshots (see snapshot.go): a guest saved where init waits for its config comes back,
+// reconnects its control channel and takes its config over it. And a test `jailer` that does what the
 // real one is documented to do, for real (chroot, setuid), then execs the fake.
 //
 // A backend under test cannot tell them from the real binaries: same arguments, same
