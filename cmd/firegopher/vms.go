@@ -70,6 +70,22 @@ func lookup(g *globalFlags, ref string) (*supervisor.Host, *state.VM, error) {
 	return h, vm, err
 }
 
+// eachVM does what to every VM refs name, in order, printing each one's id once done; it
+// stops at the first error.
+func eachVM(g *globalFlags, refs []string, what func(*supervisor.Host, *state.VM) error) error {
+	for _, ref := range refs {
+		h, vm, err := lookup(g, ref)
+		if err != nil {
+			return err
+		}
+		if err := what(h, vm); err != nil {
+			return err
+		}
+		fmt.Println(vm.ID)
+	}
+	return nil
+}
+
 func newPsCommand(g *globalFlags) *cobra.Command {
 	var all, asJSON bool
 	var runID string
@@ -211,21 +227,13 @@ func newStopCommand(g *globalFlags) *cobra.Command {
 		Short: "Stop VMs: SIGTERM to the workload, then kill the VM after the timeout",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, ref := range args {
-				h, vm, err := lookup(g, ref)
-				if err != nil {
-					return err
-				}
+			return eachVM(g, args, func(h *supervisor.Host, vm *state.VM) error {
 				// A proxy routing to it finishes what is in flight first, up to the timeout.
 				if err := vmsource.Drain(h, vm, time.Duration(timeout)*time.Second); err != nil {
 					return err
 				}
-				if err := h.Stop(vm, time.Duration(timeout)*time.Second); err != nil {
-					return err
-				}
-				fmt.Println(vm.ID)
-			}
-			return nil
+				return h.Stop(vm, time.Duration(timeout)*time.Second)
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before killing the VM")
@@ -238,17 +246,9 @@ func newStartCommand(g *globalFlags) *cobra.Command {
 		Short: "Start exited detached VMs again (a fresh root disk from the image; volumes, ports and service kept)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, ref := range args {
-				h, vm, err := lookup(g, ref)
-				if err != nil {
-					return err
-				}
-				if err := h.Start(vm, g.superviseArgv(vm.ID)); err != nil {
-					return err
-				}
-				fmt.Println(vm.ID)
-			}
-			return nil
+			return eachVM(g, args, func(h *supervisor.Host, vm *state.VM) error {
+				return h.Start(vm, g.superviseArgv(vm.ID))
+			})
 		},
 	}
 }
@@ -301,17 +301,7 @@ func newRmCommand(g *globalFlags) *cobra.Command {
 		Short: "Remove VMs (their record, logs and files)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, ref := range args {
-				h, vm, err := lookup(g, ref)
-				if err != nil {
-					return err
-				}
-				if err := h.Remove(vm, force); err != nil {
-					return err
-				}
-				fmt.Println(vm.ID)
-			}
-			return nil
+			return eachVM(g, args, func(h *supervisor.Host, vm *state.VM) error { return h.Remove(vm, force) })
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running VM first")

@@ -160,6 +160,18 @@ func (s *Service) get(id string) (*container, error) {
 	return c, nil
 }
 
+// process is the process execID names in container id ("" is the main one).
+func (s *Service) process(id, execID string) (*process, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, _, err := c.proc(execID)
+	return p, err
+}
+
 // proc is the process execID names in c ("" is the main one).
 func (c *container) proc(execID string) (*process, *execProcess, error) {
 	if execID == "" {
@@ -501,13 +513,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 
 // Wait blocks until the process has exited.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	c, err := s.get(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, _, err := c.proc(r.ExecID)
-	s.mu.Unlock()
+	p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -553,13 +559,7 @@ func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 
 // ResizePty passes a terminal size to the process.
 func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	c, err := s.get(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, _, err := c.proc(r.ExecID)
-	s.mu.Unlock()
+	p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -569,13 +569,7 @@ func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 
 // CloseIO closes the process's stdin: the guest process reads EOF.
 func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	c, err := s.get(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	p, _, err := c.proc(r.ExecID)
-	s.mu.Unlock()
+	p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
