@@ -75,7 +75,15 @@ func (b *boot) stage1() {
 	if restored {
 		// No config in the initrd: this is a snapshot template, parked here until it is
 		// saved; each VM restored from it wakes up in this read and is told who it is.
-		cfg, err = guest.ReceiveConfig(ctl)
+		cfg, ctl, err = guest.AwaitConfig(ctl, func() (*os.File, error) {
+			// Firecracker reset the vsock connection at the restore: connect and greet again.
+			again, err := withDeadline(func(ctx context.Context) (*os.File, error) { return control.Open(ctx, guest.SystemDevices()) })
+			if err == nil {
+				b.session = guest.NewSession(again, nil, log)
+				err = b.session.Hello()
+			}
+			return again, err
+		})
 		if err == nil {
 			b.must("become a new machine", guest.Refresh(cfg.Fresh))
 			if n := cfg.Network; n != nil {

@@ -124,7 +124,9 @@ func firecrackerBackend(h *supervisor.Host) (vmm.Backend, error) {
 		return nil, err
 	}
 	jr.Binary, jr.Cgroups, jr.NetNS = store.Path(rel.Jailer), policy, supervisor.VMNetNS
-	b.Jailer, b.Logger = jr, h.Log
+	// Snapshot templates: a run asks for them unless --no-snapshot; init reconnects its
+	// vsock channel after the restore (guest.AwaitConfig).
+	b.Jailer, b.Logger, b.Templates = jr, h.Log, true
 	return b, nil
 }
 

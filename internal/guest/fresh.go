@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"unsafe"
@@ -32,6 +33,34 @@ func ReceiveConfig(ctl *os.File) (*vmconfig.Config, error) {
 		return nil, fmt.Errorf("control channel: got a %s frame, want the config", f.Kind)
 	}
 	return vmconfig.Parse(f.Payload)
+}
+
+// AwaitConfig waits on ctl for the config of a VM restored from a template. A VMM that
+// resets the control connection when it loads the snapshot (Firecracker does so to every
+// vsock connection) leaves the parked guest reading EOF or a reset: then reconnect opens
+// the channel again (and greets the host on it), and the config is read there. It returns
+// the config and the channel to keep.
+func AwaitConfig(ctl *os.File, reconnect func() (*os.File, error)) (*vmconfig.Config, *os.File, error) {
+	cfg, err := ReceiveConfig(ctl)
+	if err == nil || reconnect == nil || !connectionLost(err) {
+		return cfg, ctl, err
+	}
+	ctl.Close()
+	if ctl, err = reconnect(); err != nil {
+		return nil, nil, fmt.Errorf("control channel after the restore: %w", err)
+	}
+	cfg, err = ReceiveConfig(ctl)
+	if err != nil {
+		ctl.Close()
+		return nil, nil, err
+	}
+	return cfg, ctl, nil
+}
+
+// connectionLost: the host side of the connection went away under a reader.
+func connectionLost(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.EPIPE)
 }
 
 // Refresh applies f: the host's randomness goes into the kernel's pool, credited, and the

@@ -4,6 +4,7 @@ package guest
 
 import (
 	"context"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,5 +66,43 @@ func TestReceiveConfigWantsAConfigFrame(t *testing.T) {
 	}
 	if _, err := ReceiveConfig(send(agent.KindSignal, "x")); err == nil || !strings.Contains(err.Error(), "signal") {
 		t.Fatalf("signal frame: %v, want an error naming it", err)
+	}
+}
+
+func TestAwaitConfigReconnectsAfterTheRestoreResetTheChannel(t *testing.T) {
+	config := `{"version":1,"mode":"app","root":{"serial":"root","fstype":"ext4"},"cmd":["true"],"hostname":"restored"}`
+	pair := func() (guestEnd, hostEnd *os.File) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		guestEnd, hostEnd = os.NewFile(uintptr(fds[0]), "guest"), os.NewFile(uintptr(fds[1]), "host")
+		t.Cleanup(func() { guestEnd.Close(); hostEnd.Close() })
+		return guestEnd, hostEnd
+	}
+	// The template's connection: the restore resets it before any config arrives.
+	parked, parkedHost := pair()
+	parkedHost.Close()
+	fresh, freshHost := pair()
+	agent.NewConn(freshHost).Send(agent.KindConfig, agent.MainStream, []byte(config))
+	reconnects := 0
+	cfg, ctl, err := AwaitConfig(parked, func() (*os.File, error) { reconnects++; return fresh, nil })
+	if err != nil || cfg.Hostname != "restored" || ctl != fresh || reconnects != 1 {
+		t.Fatalf("after a reset: %+v %v, reconnects %d, kept the new channel %v", cfg, err, reconnects, ctl == fresh)
+	}
+
+	// A channel that survives the restore (QEMU's virtio-serial) is read as it is.
+	kept, keptHost := pair()
+	agent.NewConn(keptHost).Send(agent.KindConfig, agent.MainStream, []byte(config))
+	cfg, ctl, err = AwaitConfig(kept, func() (*os.File, error) { t.Fatal("reconnected a live channel"); return nil, nil })
+	if err != nil || ctl != kept || cfg.Hostname != "restored" {
+		t.Fatalf("live channel: %+v %v", cfg, err)
+	}
+
+	// A wrong frame is an error, not a reason to reconnect.
+	wrong, wrongHost := pair()
+	agent.NewConn(wrongHost).Send(agent.KindSignal, agent.MainStream, []byte("x"))
+	if _, _, err := AwaitConfig(wrong, func() (*os.File, error) { t.Fatal("reconnected after a wrong frame"); return nil, nil }); err == nil {
+		t.Fatal("a signal frame was taken for the config")
 	}
 }

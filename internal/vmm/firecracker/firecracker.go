@@ -79,9 +79,10 @@ type Backend struct {
 	// APITimeout bounds the wait for the API socket; zero means DefaultAPITimeout.
 	APITimeout time.Duration
 	Logger     *slog.Logger // nil: slog.Default()
-	// Templates enables snapshot templates (vmm.Snapshotter). Off by default: Firecracker
-	// resets the guest's vsock connections when it restores a VM, and firegopher-init must
-	// then connect its control channel again, which only the test doubles do so far.
+	// Templates enables snapshot templates (vmm.Snapshotter). Firecracker resets the guest's
+	// vsock connections when it restores a VM: firegopher-init connects its control channel
+	// again (guest.AwaitConfig), as the test doubles' guest does. Only a KVM host can show
+	// the real restore; backends turns it on.
 	Templates bool
 
 	versionMu sync.Mutex // guards Version's detection: VMs may start in parallel
