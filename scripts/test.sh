@@ -13,3 +13,6 @@ go test -count=1 -run '^$' -fuzz '^FuzzParse$' -fuzztime 15s ./internal/vmconfig
 go test -count=1 -tags slow ./internal/image/
 go test -count=1 -tags e2e -timeout 10m -v ./internal/testutil/seed/
 go test -count=1 -tags e2e -timeout 30m -v ./test/e2e/
+# Again with every VM cold-booted (snapshot templates off), but the tests of the templates
+# themselves: both start paths must pass everything.
+FIREGOPHER_NO_SNAPSHOT=1 go test -count=1 -tags e2e -timeout 30m -skip '^TestSnapshot' ./test/e2e/
