@@ -1,10 +1,10 @@
 // firegopher-init is the guest's PID 1. It reads top to bottom as the boot it performs:
-// stage 1 in the initramfs (early mounts, modules, control channel, config from the initrd
-// or, in a VM restored from a snapshot template, from the host; root disk, switch root),
-// then stage 2, in the same process, in the real root (system mounts, per-VM files,
-// network, then the workload in app mode or the image's own init in system mode). PID 1 must never exit
-// or panic (the kernel would panic with it): every failure is reported to the host and the
-// VM ends by a clean reboot, which ends the VMM.
+// stage 1 in the initramfs (all the mounts but the root's, loopback, modules, control
+// channel, config from the initrd or, in a VM restored from a snapshot template, from the
+// host; root disk, switch root), then stage 2, in the same process, in the real root
+// (volumes, per-VM files, network, then the workload in app mode or the image's own init in
+// system mode). PID 1 must never exit or panic (the kernel would panic with it): every
+// failure is reported to the host and the VM ends by a clean reboot, which ends the VMM.
 package main
 
 import (
@@ -53,8 +53,12 @@ func (b *boot) stage1() stage2Start {
 	if err := guest.DisableCtrlAltDel(); err != nil {
 		log.Warn("Ctrl-Alt-Del will reset the VM without a report", "error", err)
 	}
+	// What needs nothing from the config comes before it: a VM restored from a snapshot
+	// template finds it done.
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
+	b.must("link /dev entries", guest.LinkDev("/dev"))
+	b.must("bring loopback up", guest.LoopbackUp())
 	_, err := guest.LoadModules("/", vmconfig.ModulesOrderPath)
 	b.must("load kernel modules", err)
 	control, err := guest.ReadControl("/proc/cmdline")
@@ -111,8 +115,6 @@ func (b *boot) stage2(h stage2Start) {
 		b.session.Stop() // asked before the workload existed: it gets the TERM once it starts
 	}
 	b.signals.Deliver(b.session.Stop, b.session.Signal)
-	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
-	b.must("link /dev entries", guest.LinkDev("/dev"))
 	b.must("mount volumes", guest.MountVolumes("/", guest.SystemDevices(), cfg.Mounts, deviceTimeout, log))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
 	b.must("write machine-id", guest.WriteMachineID("/", cfg.MachineID))
