@@ -68,11 +68,14 @@ func (b *boot) stage1() stage2Start {
 	// Stage 1 only reports: the channel is read by stage 2's session, which knows the config.
 	b.session = guest.NewSession(ctl, nil, log)
 	b.must("greet the host", b.session.Hello())
+	devs := guest.SystemDevices()
 	cfg, err := vmconfig.Load(vmconfig.Path)
 	restored := errors.Is(err, os.ErrNotExist)
 	if restored {
 		// No config in the initrd: this is a snapshot template, parked here until it is
-		// saved; each VM restored from it wakes up in this read and is told who it is.
+		// saved; each VM restored from it wakes up in this read and is told who it is. Its
+		// disks are the template's: their serials are read once, here.
+		devs.Known = devs.DiskSerials()
 		cfg, err = guest.ReceiveConfig(ctl)
 		if err == nil {
 			b.must("become a new machine", guest.Refresh(cfg.Fresh))
@@ -84,7 +87,7 @@ func (b *boot) stage1() stage2Start {
 		}
 	}
 	b.must("read config", err)
-	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().Disk(ctx, cfg.Root) })
+	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return devs.Disk(ctx, cfg.Root) })
 	b.must("find root disk", err)
 	if restored {
 		b.must("forget the template's root disk", guest.ForgetBlockCache(rootDev))
