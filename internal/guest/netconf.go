@@ -48,7 +48,7 @@ func SetUpNetwork(root string, cfg *vmconfig.Config, dhcpTimeout time.Duration) 
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(root, "etc/hostname"), []byte(cfg.Hostname+"\n"), 0o644); err != nil {
+		if err := replaceFile(filepath.Join(root, "etc/hostname"), cfg.Hostname+"\n"); err != nil {
 			return fmt.Errorf("write /etc/hostname: %w", err)
 		}
 	}
@@ -138,7 +138,9 @@ func WriteResolvConf(root string, dns []string) error {
 }
 
 // replaceFile swaps in a new regular file: images often ship /etc/resolv.conf as a symlink
-// into /run, and writing through it would go nowhere.
+// into /run, and writing through it would go nowhere. A new file is also cheaper than a
+// truncated one: ext4 writes a file truncated and rewritten back at once (auto_da_alloc),
+// a synchronous disk write on the boot's path.
 func replaceFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
