@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/init: where a VM's boot time goes, read from firegopher-init's own console line
 # ("starting workload kernel_ms=… init_ms=…"): kernel start → init, and init → workload
-# exec (both stages: modules, control channel, root disk, switch root, re-exec, mounts,
-# config). Medians of N detached runs of `true`; the ratio is init's share of the boot.
+# exec (both stages: modules, mounts, control channel, root disk, switch root, volumes,
+# files, network). Medians of N detached runs of `true`; the ratio is init's share of the boot.
 # Usage: bench/init/run.sh [N]   (root; make build; firegopher prepare)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

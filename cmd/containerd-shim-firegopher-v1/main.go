@@ -9,7 +9,8 @@
 // (default: firegopher-init beside this binary, then /usr/local/lib/firegopher),
 // FIREGOPHER_VMM (qemu or firecracker; default: firecracker where KVM works and a release
 // is installed in the state directory, else qemu, as the CLI), FIREGOPHER_ACCEL (QEMU
-// accelerator: kvm or tcg; default: probe), and the Firecracker backend's
+// accelerator: kvm or tcg; default: probe), FIREGOPHER_NO_SNAPSHOT=1 (cold-boot every VM
+// instead of restoring from a snapshot template), and the Firecracker backend's
 // (internal/backends). The VMM is chosen by environment rather than by containerd's
 // runtime options: those arrive as a protobuf Any of a type the shim would have to
 // register, and a second runtime entry with its own environment needs none of that.
@@ -77,7 +78,9 @@ func newService(ctx context.Context, id string, publisher shim.Publisher, shutdo
 // chooseVMM is the backend the shim's VMs run on: $FIREGOPHER_VMM, else h's default
 // (backends.Name).
 func chooseVMM(h *supervisor.Host) (spec.VMM, error) {
-	v := spec.VMM{Backend: os.Getenv(backends.VMMEnv), Accel: os.Getenv("FIREGOPHER_ACCEL")}
+	// Snapshot templates as `firegopher run` uses them: on unless FIREGOPHER_NO_SNAPSHOT=1.
+	v := spec.VMM{Backend: os.Getenv(backends.VMMEnv), Accel: os.Getenv("FIREGOPHER_ACCEL"),
+		Snapshot: os.Getenv("FIREGOPHER_NO_SNAPSHOT") != "1"}
 	if !backends.Known(v.Backend) {
 		return v, fmt.Errorf("%s: %q, want %s or %s", backends.VMMEnv, v.Backend, vmm.QEMU, vmm.Firecracker)
 	}

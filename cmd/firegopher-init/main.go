@@ -1,10 +1,10 @@
 // firegopher-init is the guest's PID 1. It reads top to bottom as the boot it performs:
-// stage 1 in the initramfs (early mounts, modules, control channel, config from the initrd
-// or, in a VM restored from a snapshot template, from the host; root disk, switch root),
-// then stage 2 in the real root (system mounts, per-VM files, network, then the workload in
-// app mode or the image's own init in system mode). PID 1 must never exit
-// or panic (the kernel would panic with it): every failure is reported to the host and the
-// VM ends by a clean reboot, which ends the VMM.
+// stage 1 in the initramfs (all the mounts but the root's, loopback, modules, control
+// channel, config from the initrd or, in a VM restored from a snapshot template, from the
+// host; root disk, switch root), then stage 2, in the same process, in the real root
+// (volumes, per-VM files, network, then the workload in app mode or the image's own init in
+// system mode). PID 1 must never exit or panic (the kernel would panic with it): every
+// failure is reported to the host and the VM ends by a clean reboot, which ends the VMM.
 package main
 
 import (
@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,41 +42,43 @@ func main() {
 	// Caught first: Go's default for these signals is to exit, fatal for PID 1.
 	b := &boot{signals: guest.CatchInitSignals()}
 	defer b.recoverPanic()
-	if h, ok, err := guest.TakeHandoff(); ok {
-		b.stage2(h, err)
-	} else {
-		b.stage1()
-	}
+	b.stage2(b.stage1())
 }
 
-// stage1 runs in the initramfs and ends by re-executing init inside the real root.
-func (b *boot) stage1() {
-	// The exec that starts stage 2 must come from the thread that chrooted.
-	runtime.LockOSThread()
+// stage1 runs in the initramfs and ends in the real root. It does not re-exec init there:
+// a chroot is the whole process's (Go's threads share one fs_struct, CLONE_FS), so every
+// thread, present or to come, is in the real root once SwitchRoot returns.
+func (b *boot) stage1() stage2Start {
 	start := guest.BootClock()
 	if err := guest.DisableCtrlAltDel(); err != nil {
 		log.Warn("Ctrl-Alt-Del will reset the VM without a report", "error", err)
 	}
+	// What needs nothing from the config comes before it: a VM restored from a snapshot
+	// template finds it done.
 	b.must("mount early filesystems", guest.MountAll("/", guest.EarlyMounts))
 	_ = guest.UseConsole()
+	b.must("link /dev entries", guest.LinkDev("/dev"))
+	b.must("bring loopback up", guest.LoopbackUp())
 	_, err := guest.LoadModules("/", vmconfig.ModulesOrderPath)
 	b.must("load kernel modules", err)
 	control, err := guest.ReadControl("/proc/cmdline")
 	b.must("read the kernel command line", err)
 	ctl, err := withDeadline(func(ctx context.Context) (*os.File, error) { return control.Open(ctx, guest.SystemDevices()) })
 	b.must("open control channel "+control.String(), err)
-	// Stage 1 only reports: it never reads the channel, so that no frame from the host is
-	// consumed by a process about to be replaced.
+	// Stage 1 only reports: the channel is read by stage 2's session, which knows the config.
 	b.session = guest.NewSession(ctl, nil, log)
 	b.must("greet the host", b.session.Hello())
+	devs := guest.SystemDevices()
 	cfg, err := vmconfig.Load(vmconfig.Path)
 	restored := errors.Is(err, os.ErrNotExist)
 	if restored {
 		// No config in the initrd: this is a snapshot template, parked here until it is
-		// saved; each VM restored from it wakes up in this read and is told who it is.
+		// saved; each VM restored from it wakes up in this read and is told who it is. Its
+		// disks are the template's: their serials are read once, here.
+		devs.Known = devs.DiskSerials()
 		cfg, ctl, err = guest.AwaitConfig(ctl, func() (*os.File, error) {
 			// Firecracker reset the vsock connection at the restore: connect and greet again.
-			again, err := withDeadline(func(ctx context.Context) (*os.File, error) { return control.Open(ctx, guest.SystemDevices()) })
+			again, err := withDeadline(func(ctx context.Context) (*os.File, error) { return control.Open(ctx, devs) })
 			if err == nil {
 				b.session = guest.NewSession(again, nil, log)
 				err = b.session.Hello()
@@ -94,34 +95,37 @@ func (b *boot) stage1() {
 		}
 	}
 	b.must("read config", err)
-	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return guest.SystemDevices().Disk(ctx, cfg.Root) })
+	rootDev, err := withDeadline(func(ctx context.Context) (string, error) { return devs.Disk(ctx, cfg.Root) })
 	b.must("find root disk", err)
 	if restored {
 		b.must("forget the template's root disk", guest.ForgetBlockCache(rootDev))
 	}
-	self, err := unix.Open("/init", unix.O_PATH, 0)
-	b.must("open /init", err)
 	b.must("mount root disk", guest.MountRoot(rootDev, cfg.Root.FSType, newRoot))
 	b.must("switch root", guest.SwitchRoot(newRoot))
-	handoff := guest.Handoff{Control: ctl, Config: cfg, Start: start, Stop: b.signals.StopRequested()}
-	b.must("start stage 2", handoff.Exec(self))
+	return stage2Start{control: ctl, config: cfg, start: start}
+}
+
+// stage2Start is what stage 1 leaves to stage 2.
+type stage2Start struct {
+	control *os.File
+	config  *vmconfig.Config
+	start   time.Duration // the boot clock when init started: how long the kernel took
 }
 
 // stage2 runs in the real root and ends with the VM.
-func (b *boot) stage2(h guest.Handoff, err error) {
-	if h.Control != nil {
-		b.session = guest.NewSession(h.Control, h.Config, log)
-		b.session.Init, b.session.Grace, b.session.AckTimeout = true, grace, ackTimeout
-		b.session.Serve()
-		b.signals.Deliver(b.session.Stop, b.session.Signal)
-		if h.Stop {
-			b.session.Stop() // asked before the workload existed: it gets the TERM once it starts
-		}
+func (b *boot) stage2(h stage2Start) {
+	// What the kernel passed to init (HOME, TERM, unknown boot parameters) is no one's
+	// business in the real root; workloads get their config's environment only.
+	os.Clearenv()
+	cfg := h.config
+	b.discardRoot = cfg.DiscardRoot
+	b.session = guest.NewSession(h.control, cfg, log)
+	b.session.Init, b.session.Grace, b.session.AckTimeout = true, grace, ackTimeout
+	b.session.Serve()
+	if b.signals.StopRequested() {
+		b.session.Stop() // asked before the workload existed: it gets the TERM once it starts
 	}
-	b.must("take over from stage 1", err)
-	cfg := h.Config
-	b.must("mount system filesystems", guest.MountAll("/", guest.SystemMounts))
-	b.must("link /dev entries", guest.LinkDev("/dev"))
+	b.signals.Deliver(b.session.Stop, b.session.Signal)
 	b.must("mount volumes", guest.MountVolumes("/", guest.SystemDevices(), cfg.Mounts, deviceTimeout, log))
 	b.must("write per-VM files", guest.ApplyFiles("/", cfg.Files))
 	b.must("write machine-id", guest.WriteMachineID("/", cfg.MachineID))
@@ -132,7 +136,7 @@ func (b *boot) stage2(h guest.Handoff, err error) {
 	}
 	b.must("set rlimits", guest.SetRlimits(cfg.Rlimits))
 	// bench/init reads this line from the console log.
-	log.Info("starting workload", "kernel_ms", h.Start.Milliseconds(), "init_ms", (guest.BootClock() - h.Start).Milliseconds())
+	log.Info("starting workload", "kernel_ms", h.start.Milliseconds(), "init_ms", (guest.BootClock() - h.start).Milliseconds())
 	b.finish(b.session.RunMain("/"))
 }
 
@@ -140,6 +144,9 @@ func (b *boot) stage2(h guest.Handoff, err error) {
 type boot struct {
 	signals *guest.InitSignals
 	session *guest.Session // nil until the control channel is open
+	// discardRoot is the config's DiscardRoot once the root is in place: until then the
+	// reboot flushes everything, as it must for a root disk that outlives the VM.
+	discardRoot bool
 }
 
 // withDeadline runs a wait for a device bounded by deviceTimeout.
@@ -156,7 +163,7 @@ func (b *boot) finish(e agent.Exit) {
 	} else {
 		log.Error("no control channel to report the exit on", "code", e.Code, "error", e.Error)
 	}
-	guest.Restart()
+	guest.Restart(b.discardRoot)
 }
 
 // must ends the boot with a reported error when err is set.

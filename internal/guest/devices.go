@@ -22,6 +22,9 @@ type Devices struct {
 	DevDir string // normally /dev
 	// Poll is how often to look again while a device has not appeared.
 	Poll time.Duration
+	// Known are disks by serial read earlier (DiskSerials), which DiskBySerial takes without
+	// asking the devices again if their nodes exist.
+	Known map[string]string
 }
 
 // SystemDevices looks at the running kernel.
@@ -31,15 +34,30 @@ func SystemDevices() Devices {
 
 // DiskBySerial returns the device node of the virtio disk whose serial is serial.
 func (d Devices) DiskBySerial(ctx context.Context, serial string) (string, error) {
-	return d.waitFor(ctx, "disk with serial "+serial, func() (string, bool) {
-		blocks, _ := filepath.Glob(filepath.Join(d.SysDir, "block", "*", "serial"))
-		for _, p := range blocks {
-			if readTrimmed(p) == serial {
-				return filepath.Join(d.DevDir, filepath.Base(filepath.Dir(p))), true
-			}
+	if dev, ok := d.Known[serial]; ok && serial != "" {
+		if _, err := os.Stat(dev); err == nil {
+			return dev, nil
 		}
-		return "", false
+	}
+	return d.waitFor(ctx, "disk with serial "+serial, func() (string, bool) {
+		dev, ok := d.DiskSerials()[serial]
+		return dev, ok
 	})
+}
+
+// DiskSerials returns the device node of every disk present now that has a serial, by
+// serial. Reading a virtio disk's serial is a request to the device: a snapshot template
+// reads them before it is saved, and the VMs restored from it (same devices, the
+// template's key holds their layout) take them as Known.
+func (d Devices) DiskSerials() map[string]string {
+	disks := map[string]string{}
+	blocks, _ := filepath.Glob(filepath.Join(d.SysDir, "block", "*", "serial"))
+	for _, p := range blocks {
+		if serial := readTrimmed(p); serial != "" {
+			disks[serial] = filepath.Join(d.DevDir, filepath.Base(filepath.Dir(p)))
+		}
+	}
+	return disks
 }
 
 // DiskByIndex returns the device node of the virtio disk at 0-based position i (vda, vdb,

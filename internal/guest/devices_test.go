@@ -36,6 +36,30 @@ func TestDevicesFindsDiskAndPortBySysfsNames(t *testing.T) {
 	}
 }
 
+// A restored VM takes its root disk from the serials its template read, without reading
+// sysfs; a known disk whose node is gone is looked up afresh.
+func TestDevicesTakeKnownDisksWhoseNodesExist(t *testing.T) {
+	sys, dev := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(sys, "block/vdb"), 0o755)
+	os.WriteFile(filepath.Join(sys, "block/vdb/serial"), []byte("root\n"), 0o644)
+	os.WriteFile(filepath.Join(dev, "vda"), nil, 0o600)
+	os.WriteFile(filepath.Join(dev, "vdb"), nil, 0o600)
+	d := Devices{SysDir: sys, DevDir: dev, Poll: time.Millisecond}
+	if got := d.DiskSerials(); len(got) != 1 || got["root"] != filepath.Join(dev, "vdb") {
+		t.Fatalf("serials: %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	d.Known = map[string]string{"root": filepath.Join(dev, "vda")}
+	if got, err := d.DiskBySerial(ctx, "root"); err != nil || got != filepath.Join(dev, "vda") {
+		t.Fatalf("known disk: %s %v", got, err)
+	}
+	d.Known = map[string]string{"root": filepath.Join(dev, "vdz")}
+	if got, err := d.DiskBySerial(ctx, "root"); err != nil || got != filepath.Join(dev, "vdb") {
+		t.Fatalf("known disk without a node: %s %v", got, err)
+	}
+}
+
 func TestDevicesGiveUpWithTheDeviceNamed(t *testing.T) {
 	d := Devices{SysDir: t.TempDir(), DevDir: t.TempDir(), Poll: time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

@@ -21,16 +21,15 @@ type Mount struct {
 
 const nodevExec = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 
-// EarlyMounts are what init needs inside the initramfs: device nodes and the kernel's views.
+// EarlyMounts are mounted by init in the initramfs, first: device nodes, the kernel's
+// views, and the rest of the workload's view (ptys, shared memory, message queues, /run,
+// /tmp, cgroups), which needs nothing from the root disk or the config. Mounted this early
+// they are in place before a snapshot template is saved, so that a VM restored from it
+// does not mount them again; SwitchRoot moves them into the real root.
 var EarlyMounts = []Mount{
 	{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", 0o755},
 	{"proc", "/proc", "proc", nodevExec, "", 0o555},
 	{"sysfs", "/sys", "sysfs", nodevExec, "", 0o555},
-}
-
-// SystemMounts complete the workload's view once the real root is in place; /dev, /proc and
-// /sys arrive there already, moved from the initramfs.
-var SystemMounts = []Mount{
 	{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,gid=5,ptmxmode=666", 0o755},
 	{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", 0o1777},
 	{"mqueue", "/dev/mqueue", "mqueue", nodevExec, "", 0o755},
@@ -84,11 +83,15 @@ func MountRoot(dev, fstype, target string) error {
 	return nil
 }
 
-// SwitchRoot makes newRoot the root of the guest: the early mounts move along (so open
-// device nodes and the control port stay valid), then newRoot is moved onto / and entered.
-// The initramfs stays in memory; it is a few MiB and freeing it is not worth the risk.
+// SwitchRoot makes newRoot the root of the guest: the early mounts move along, each with
+// the mounts below it (so open device nodes and the control port stay valid), then newRoot
+// is moved onto / and entered. The initramfs stays in memory; it is a few MiB and freeing
+// it is not worth the risk.
 func SwitchRoot(newRoot string) error {
 	for _, m := range EarlyMounts {
+		if filepath.Dir(m.Target) != "/" {
+			continue // below another early mount: it moves with it
+		}
 		target := filepath.Join(newRoot, m.Target)
 		if err := os.MkdirAll(target, m.Mode); err != nil {
 			return fmt.Errorf("switch root: %w", err)

@@ -139,8 +139,8 @@ func (s *Session) Hello() error {
 }
 
 // Serve starts reading the host's frames in the background: the Ack of the exit, signals,
-// execs. Only the last owner of the channel may read it (init's stage 1 never does: a
-// frame read there would be lost in the re-exec). Calling it again does nothing.
+// execs. Only one session may read the channel (init's stage 1 never does: its session,
+// made before the config, only greets and reports). Calling it again does nothing.
 func (s *Session) Serve() {
 	s.serve.Do(func() { go s.readHost() })
 }

@@ -70,11 +70,18 @@ func mountVolumes(root string, mounts []vmconfig.Mount, find func(vmconfig.Disk)
 // unmountVolumes unmounts every filesystem on a virtio disk but the root, children first, so
 // that each is clean (journal checkpointed) when the VM ends: a volume left dirty cannot be
 // mounted read-only as it is. One still busy is remounted read-only instead, which
-// checkpoints it too; one that refuses both is left to its journal.
+// checkpoints it too; one that refuses both is written back (syncfs) and left to its journal.
 func unmountVolumes(mountsFile string) {
 	for _, target := range slices.Backward(volumeTargets(mountsFile)) {
-		if unix.Unmount(target, 0) != nil {
-			_ = unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		if unix.Unmount(target, 0) == nil {
+			continue
+		}
+		if unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, "") == nil {
+			continue
+		}
+		if fd, err := unix.Open(target, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			_ = unix.Syncfs(fd)
+			unix.Close(fd)
 		}
 	}
 }

@@ -53,6 +53,8 @@ func GuestConfig(m *spec.Machine, caps vmm.Caps, network *vmconfig.Network) vmco
 		// The image's own machine-id (systemd's images leave it empty for first boot) is
 		// left alone in system mode.
 		cfg.MachineID = MachineID(m.ID)
+		// The root disk is the clone clone-rootfs made; its undo deletes it.
+		cfg.DiscardRoot = true
 	}
 	for _, f := range m.Files {
 		cfg.Files = append(cfg.Files, vmconfig.File{Path: f.Path, Mode: f.Mode, Dir: f.Dir, Data: f.Data})

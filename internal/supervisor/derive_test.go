@@ -24,6 +24,19 @@ func TestGuestConfigRlimits(t *testing.T) {
 	}
 }
 
+// An app VM's root disk is the clone its teardown deletes: its init need not flush it. A
+// system VM's init hands PID 1 over and keeps the full flush on its failure path.
+func TestGuestConfigDiscardsOnlyAnAppVMsRoot(t *testing.T) {
+	m := &spec.Machine{ID: "0123456789ab", Mode: spec.ModeApp, Process: spec.Process{Cmd: []string{"true"}}}
+	if cfg := GuestConfig(m, vmm.Caps{}, nil); !cfg.DiscardRoot {
+		t.Error("app VM: discard_root not set")
+	}
+	m.Mode = spec.ModeSystem
+	if cfg := GuestConfig(m, vmm.Caps{}, nil); cfg.DiscardRoot {
+		t.Error("system VM: discard_root set")
+	}
+}
+
 func TestAttachedNICReachesTheGuestAndTheVMM(t *testing.T) {
 	m := &spec.Machine{ID: "0123456789ab", Mode: spec.ModeApp, Process: spec.Process{Cmd: []string{"true"}},
 		AttachedNIC: &spec.AttachedNIC{TAP: "fgtap0", MAC: "0a:58:0a:58:00:05", Address: netip.MustParsePrefix("10.88.0.5/16"),

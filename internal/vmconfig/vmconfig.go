@@ -68,10 +68,14 @@ type Config struct {
 	Hostname string `json:"hostname"`
 	// Root names the root disk by its virtio serial where the VMM sets one (QEMU), by its
 	// position among the virtio disks where it cannot (Firecracker).
-	Root    Disk     `json:"root"`
-	Cmd     []string `json:"cmd,omitempty"`
-	Env     []string `json:"env,omitempty"`
-	WorkDir string   `json:"workdir,omitempty"`
+	Root Disk `json:"root"`
+	// DiscardRoot says the root disk is a per-VM clone the host deletes when the VM ends:
+	// init then does not flush it or remount it read-only before the reboot (the volumes
+	// are still unmounted cleanly).
+	DiscardRoot bool     `json:"discard_root,omitempty"`
+	Cmd         []string `json:"cmd,omitempty"`
+	Env         []string `json:"env,omitempty"`
+	WorkDir     string   `json:"workdir,omitempty"`
 	// User is NAME|UID[:GROUP|GID], resolved from the image's /etc/passwd and /etc/group.
 	User    string   `json:"user,omitempty"`
 	Rlimits []Rlimit `json:"rlimits,omitempty"`
