@@ -120,11 +120,16 @@ func TestChooseVMM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// No release installed: QEMU whether or not KVM works.
+	// No release installed: QEMU whether or not KVM works; snapshot templates as for run.
 	t.Setenv(backends.VMMEnv, "")
+	t.Setenv("FIREGOPHER_NO_SNAPSHOT", "")
 	v, err := chooseVMM(h)
-	if err != nil || v != (spec.VMM{Backend: vmm.QEMU, Accel: "tcg"}) {
-		t.Errorf("default without a release: %+v %v, want qemu (tcg)", v, err)
+	if err != nil || v != (spec.VMM{Backend: vmm.QEMU, Accel: "tcg", Snapshot: true}) {
+		t.Errorf("default without a release: %+v %v, want qemu (tcg) with templates", v, err)
+	}
+	t.Setenv("FIREGOPHER_NO_SNAPSHOT", "1")
+	if v, err := chooseVMM(h); err != nil || v.Snapshot {
+		t.Errorf("FIREGOPHER_NO_SNAPSHOT=1: %+v %v, want cold boots", v, err)
 	}
 
 	t.Setenv(backends.VMMEnv, "bochs")
