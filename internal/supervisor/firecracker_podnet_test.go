@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -53,7 +52,7 @@ func TestFirecrackerPodNetwork(t *testing.T) {
 		// As the shim records it: the namespace the OCI spec names.
 		nic.NetNS = pod.Path()
 		var sock int
-		peer.Run(t, func() (err error) { sock, err = packetSocketOn("peer0"); return err })
+		peer.Run(t, func() (err error) { sock, err = nstest.PacketSocket("peer0"); return err })
 		defer syscall.Close(sock)
 
 		c := fcHostConfig(t, rel)
@@ -62,7 +61,7 @@ func TestFirecrackerPodNetwork(t *testing.T) {
 		m.AttachedNIC = nic
 		rec := startFCDetached(t, h, c, m)
 		waitForHello(t, rec.Dir)
-		if src, dport, err := readUDPFrame(sock, 20*time.Second); err != nil || src != nic.MAC || dport != 67 {
+		if src, dport, err := nstest.ReadUDPFrame(sock, 20*time.Second); err != nil || src != nic.MAC || dport != 67 {
 			console, _ := os.ReadFile(filepath.Join(rec.Dir, ConsoleLog))
 			t.Fatalf("on the pod's peer: a frame from %s to port %d (%v), want the guest's DHCPDISCOVER from %s\nconsole:\n%s", src, dport, err, nic.MAC, console)
 		}
@@ -162,41 +161,3 @@ func sameNetNS(t *testing.T, pid int, nsPath string) bool {
 	return os.SameFile(a, b)
 }
 
-// packetSocketOn receives every frame of ifname (in the calling thread's namespace).
-func packetSocketOn(ifname string) (int, error) {
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return -1, err
-	}
-	proto := uint16(syscall.ETH_P_ALL)<<8 | uint16(syscall.ETH_P_ALL)>>8 // network order
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(proto))
-	if err != nil {
-		return -1, err
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// readUDPFrame reads frames until an IPv4 UDP one, returning its source MAC and
-// destination port.
-func readUDPFrame(fd int, timeout time.Duration) (string, int, error) {
-	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
-	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-	buf := make([]byte, 2048)
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		n, _, err := syscall.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return "", 0, err
-		}
-		f := buf[:n]
-		if n < 14+20+8 || f[12] != 0x08 || f[13] != 0x00 || f[14+9] != syscall.IPPROTO_UDP {
-			continue
-		}
-		ihl := int(f[14]&0x0f) * 4
-		return net.HardwareAddr(f[6:12]).String(), int(f[14+ihl+2])<<8 | int(f[14+ihl+3]), nil
-	}
-	return "", 0, errors.New("timed out")
-}

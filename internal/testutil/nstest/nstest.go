@@ -11,12 +11,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -175,4 +178,44 @@ func DialContextIn(name string) func(ctx context.Context, network, addr string) 
 		})
 		return conn, err
 	}
+}
+
+// PacketSocket opens a raw socket that receives every frame of ifname, in the calling
+// thread's namespace (call it inside Do or Run).
+func PacketSocket(ifname string) (int, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return -1, err
+	}
+	proto := uint16(syscall.ETH_P_ALL)<<8 | uint16(syscall.ETH_P_ALL)>>8 // network order
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(proto))
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// ReadUDPFrame reads frames from a PacketSocket until an IPv4 UDP one, returning its source
+// MAC and destination port (e.g. a guest's DHCP DISCOVER: port 67).
+func ReadUDPFrame(fd int, timeout time.Duration) (string, int, error) {
+	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
+	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return "", 0, err
+		}
+		f := buf[:n]
+		if n < 14+20+8 || f[12] != 0x08 || f[13] != 0x00 || f[14+9] != syscall.IPPROTO_UDP {
+			continue
+		}
+		ihl := int(f[14]&0x0f) * 4
+		return net.HardwareAddr(f[6:12]).String(), int(f[14+ihl+2])<<8 | int(f[14+ihl+3]), nil
+	}
+	return "", 0, errors.New("timed out")
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -468,7 +467,7 @@ func TestJailedNetwork(t *testing.T) {
 			if n, err = jail.CreateNetNS("fgt-"+spec.ID, hostIf); err != nil {
 				return err
 			}
-			sock, err = packetSocket(hostIf)
+			sock, err = nstest.PacketSocket(hostIf)
 			return err
 		})
 		t.Cleanup(func() { host.Do(n.Remove) })
@@ -484,47 +483,10 @@ func TestJailedNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { inst.Kill(); inst.Wait() }()
-		if src, dport, err := readUDP(sock, 10*time.Second); err != nil || src != mac || dport != 67 {
+		if src, dport, err := nstest.ReadUDPFrame(sock, 10*time.Second); err != nil || src != mac || dport != 67 {
 			console, _ := os.ReadFile(spec.ConsoleLog)
 			t.Fatalf("on %s: a frame from %s to port %d (%v), want the guest's DHCPDISCOVER from %s\nconsole:\n%s", hostIf, src, dport, err, mac, console)
 		}
 	})
 }
 
-// packetSocket receives every frame of ifname (in the calling thread's namespace).
-func packetSocket(ifname string) (int, error) {
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return -1, err
-	}
-	proto := uint16(syscall.ETH_P_ALL)<<8 | uint16(syscall.ETH_P_ALL)>>8
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(proto))
-	if err != nil {
-		return -1, err
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// readUDP reads frames until an IPv4 UDP one, returning its source MAC and destination port.
-func readUDP(fd int, timeout time.Duration) (string, int, error) {
-	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
-	syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-	buf := make([]byte, 2048)
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		n, _, err := syscall.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return "", 0, err
-		}
-		f := buf[:n]
-		if n < 14+20+8 || f[12] != 0x08 || f[13] != 0x00 || f[14+9] != syscall.IPPROTO_UDP {
-			continue
-		}
-		ihl := int(f[14]&0x0f) * 4
-		return net.HardwareAddr(f[6:12]).String(), int(f[14+ihl+2])<<8 | int(f[14+ihl+3]), nil
-	}
-	return "", 0, errors.New("timed out")
-}

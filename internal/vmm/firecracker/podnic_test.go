@@ -74,7 +74,7 @@ func TestJailedPodNIC(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			sock, err = packetSocket(tap)
+			sock, err = nstest.PacketSocket(tap)
 			return err
 		})
 		defer syscall.Close(sock)
@@ -86,7 +86,7 @@ func TestJailedPodNIC(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { inst.Kill(); inst.Wait() }()
-		if src, dport, err := readUDP(sock, 10*time.Second); err != nil || src != mac || dport != 67 {
+		if src, dport, err := nstest.ReadUDPFrame(sock, 10*time.Second); err != nil || src != mac || dport != 67 {
 			console, _ := os.ReadFile(spec.ConsoleLog)
 			t.Fatalf("on %s: a frame from %s to port %d (%v), want the guest's DHCPDISCOVER from %s\nconsole:\n%s", tap, src, dport, err, mac, console)
 		}
