@@ -41,7 +41,7 @@ func prepareTemplate(ctx context.Context, vm *VM) error {
 	}
 	// The config travels in one frame; one bigger than that (--copy of large files) goes
 	// in the initrd of a cold boot.
-	cfg := GuestConfig(m, vm.Backend.Caps(), vm.net.guestNetwork(m.Network))
+	cfg := GuestConfig(m, vm.Backend.Caps(), vm.guestNetwork())
 	if data, err := cfg.Marshal(); err == nil && len(data) > maxChannelConfig {
 		vm.Log.Debug("cold boot", "reason", fmt.Sprintf("the config (%d bytes) is too big for one control frame", len(data)))
 		return nil
@@ -139,7 +139,7 @@ func restoreVMM(ctx context.Context, vm *VM) error {
 // sendConfig tells a restored guest who it is, with randomness and the time of its own,
 // and lets it run: the config is queued on the channel before the guest's first instruction.
 func sendConfig(ctx context.Context, vm *VM) error {
-	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.net.guestNetwork(vm.Machine.Network))
+	cfg := GuestConfig(vm.Machine, vm.Backend.Caps(), vm.guestNetwork())
 	cfg.Fresh = &vmconfig.Fresh{Entropy: make([]byte, freshEntropy)}
 	if _, err := rand.Read(cfg.Fresh.Entropy); err != nil {
 		return err

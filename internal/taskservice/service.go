@@ -665,9 +665,6 @@ func (s *Service) attachPodNetwork(log *slog.Logger, c *container, oci *specs.Sp
 	// joining it (by the path the OCI spec gives, which outlives any process).
 	nic.NetNS = path
 	m.AttachedNIC = nic
-	// A VM restored from a snapshot template does not yet answer on the pod's address (the
-	// hot-plugged pod NIC is not configured in the guest): a pod's VM boots cold.
-	m.VMM.Snapshot = false
 	return nil
 }
 
