@@ -160,4 +160,3 @@ func sameNetNS(t *testing.T, pid int, nsPath string) bool {
 	}
 	return os.SameFile(a, b)
 }
-

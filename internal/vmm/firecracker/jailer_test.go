@@ -489,4 +489,3 @@ func TestJailedNetwork(t *testing.T) {
 		}
 	})
 }
-
