@@ -20,21 +20,11 @@ import (
 // TestShimCRI makes the kubelet's calls against containerd's CRI plugin with the runtime
 // handler "firegopher": a pod (its sandbox held by the shim, no VM) with a container that
 // runs to its end and one that runs until stopped, the CRI log file, ExecSync (kubectl
-// exec), stop and removal. The pod is on the host network: the pod network (a VM's TAP in
-// the pod's namespace) is not built yet.
+// exec), stop and removal. The pod is on the host network (TestShimCRIPodNetwork has one on
+// a CNI bridge).
 func TestShimCRI(t *testing.T) {
 	c := startContainerd(t, true)
-	tarPath := filepath.Join(c.dir, "busybox.tar")
-	busyboxImage(t, tarPath)
-	if r := c.ctr("-n", "k8s.io", "image", "import", tarPath); r.code != 0 {
-		t.Fatalf("ctr image import: %s", r)
-	}
-	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	rt := c.criClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := rt.Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
@@ -189,17 +179,7 @@ func TestShimCRIPodNetwork(t *testing.T) {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	ip(t, "-n", ns, "link", "set", "lo", "up")
 	c := startContainerdIn(t, true, ns)
-	tarPath := filepath.Join(c.dir, "busybox.tar")
-	busyboxImage(t, tarPath)
-	if r := c.ctr("-n", "k8s.io", "image", "import", tarPath); r.code != 0 {
-		t.Fatalf("ctr image import: %s", r)
-	}
-	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	rt := c.criClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -274,4 +254,21 @@ func TestShimCRIPodNetwork(t *testing.T) {
 	if out, _ := exec.Command("ip", "-n", ns, "-o", "link", "show", "type", "veth").Output(); strings.TrimSpace(string(out)) != "" {
 		t.Fatalf("pod veths left in the test namespace:\n%s", out)
 	}
+}
+
+// criClient imports the busybox test image into the k8s.io namespace and returns a CRI
+// client of c's CRI plugin, closed when the test ends.
+func (c *containerd) criClient(t *testing.T) runtimeapi.RuntimeServiceClient {
+	t.Helper()
+	tarPath := filepath.Join(c.dir, "busybox.tar")
+	busyboxImage(t, tarPath)
+	if r := c.ctr("-n", "k8s.io", "image", "import", tarPath); r.code != 0 {
+		t.Fatalf("ctr image import: %s", r)
+	}
+	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return runtimeapi.NewRuntimeServiceClient(conn)
 }
